@@ -1,0 +1,82 @@
+"""The backend contract: memcore's pluggy hook specifications.
+
+Every hook is called from one of memcore's worker threads, never from the agent's thread, and never concurrently for
+the same (backend, session). A backend keeps no lifecycle state of its own: no threads, no locks, no session ids cached
+from earlier calls. Raising :class:`memcore.TransientError` marks a failure as worth retrying; any other exception is
+final for that operation. Either way the failure is recorded (``Report.failures``, the ``memcore_event`` hook) and
+never reaches the agent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pluggy
+
+from ._records import Event, Message, Note, Recollection, Session
+
+PROJECT = "memcore"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+#: The hooks a backend may implement; the ones it does are its capabilities (without the ``memcore_`` prefix).
+BACKEND_HOOKS = (
+    "memcore_open_session",
+    "memcore_write",
+    "memcore_remember",
+    "memcore_commit",
+    "memcore_recall",
+    "memcore_history",
+    "memcore_close",
+)
+
+
+class BackendSpec:
+    """Hook specifications. Backends implement these as methods marked with ``@memcore.hookimpl``."""
+
+    @hookspec
+    def memcore_open_session(self, session: Session) -> None:
+        """Open ``session`` on the service. Called once per (backend, session), on a lane worker, before the first
+        write, note or commit of that session reaches the backend. If it raises, the operation that needed it fails
+        and the next operation of the session tries to open it again."""
+
+    @hookspec
+    def memcore_write(self, session: Session, messages: Sequence[Message]) -> None:
+        """Store one turn's ``messages`` in ``session``. Called on a lane worker, in the order the runtime made the
+        calls, one at a time per (backend, session). Required: every backend implements it."""
+
+    @hookspec
+    def memcore_remember(self, session: Session, note: Note) -> None:
+        """Store a note the agent chose to remember, made while ``session`` was current. Ordered with the session's
+        writes, on a lane worker."""
+
+    @hookspec
+    def memcore_commit(self, session: Session) -> None:
+        """Commit ``session``: the service may now extract memories from it. Called on a lane worker only after
+        every write and note accepted for the session before the commit was asked for has finished, and never while
+        one of them is in flight. Called at most once per change: not again until something new is written."""
+
+    @hookspec
+    def memcore_recall(self, query: str, session: Session | None, limit: int) -> Sequence[Recollection]:
+        """Return at most ``limit`` recollections relevant to ``query``, best first. ``session`` is the session the
+        runtime is in (``None`` outside any), which a backend that keeps sessions apart may use to scope the search.
+        Called on a recall worker, possibly while writes of the same session run."""
+
+    @hookspec
+    def memcore_history(self, session: Session) -> Sequence[Message]:
+        """Optional read-back: the messages stored for ``session``, in the order they were stored. Used by tests and
+        the conformance suite to check order and placement."""
+
+    @hookspec
+    def memcore_close(self) -> None:
+        """Release the backend's resources. Called once by ``Memory.close()`` after its lanes drained (or the close
+        deadline passed)."""
+
+
+class ObserverSpec:
+    """Hooks for observer plugins (entry-point group ``memcore.plugins``)."""
+
+    @hookspec
+    def memcore_event(self, event: Event) -> None:
+        """Hear what happened to an operation: delivered, committed, failed or skipped. Called on the worker thread
+        that ran the operation; keep it quick. An observer that raises is logged and otherwise ignored."""

@@ -1,0 +1,162 @@
+"""SessionLifecycle: one conversation's view of memory (G1, G5, G6, G7)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from . import _validate as check
+from ._errors import InvalidSwitch, UnknownSwitchReason
+from ._recall import RecallCall
+from ._records import Message, Note, Recollection, Session
+
+if TYPE_CHECKING:
+    from ._memory import Memory
+
+#: The reasons ``switch`` knows. ``new``, ``branch``, ``resume`` and a rotating ``compress`` move to another id and
+#: commit the old session; ``compress`` with the same id commits and keeps the session; ``rewind`` keeps the id,
+#: invalidates recall and commits nothing.
+SWITCH_REASONS = frozenset({"new", "branch", "resume", "compress", "rewind"})
+
+
+class _State(NamedTuple):
+    """The current session and generation, swapped as one object so that readers never see half a switch."""
+
+    session: Session
+    generation: int
+
+
+class SessionLifecycle:
+    """One conversation's lifecycle. Every method but ``recall`` returns at once (G5); writes are bound to the session
+    that is current when the method is called (G1). Safe to use from several threads."""
+
+    __slots__ = ("__weakref__", "_lock", "_memory", "_prefetch", "_state")
+
+    def __init__(self, memory: Memory, session: Session):
+        self._memory = memory
+        self._state = _State(session, 0)
+        self._lock = threading.Lock()
+        self._prefetch: tuple[_State, RecallCall] | None = None
+
+    @property
+    def session_id(self) -> str:
+        """The current session id."""
+        return self._state.session.id
+
+    @property
+    def session(self) -> Session:
+        """The current session record (id and parent id)."""
+        return self._state.session
+
+    @property
+    def generation(self) -> int:
+        """Bumped by every switch and rewind; recall asked for an older generation is never handed out (G6)."""
+        return self._state.generation
+
+    # -- writes ------------------------------------------------------------------------------------------------
+
+    def sync_turn(
+        self,
+        user_content: str,
+        assistant_content: str,
+        messages: Iterable[Mapping[str, Any] | Message] | None = None,
+    ) -> None:
+        """Write one finished turn to the current session. ``messages``, if given, are the turn's OpenAI-style
+        messages (tool calls included) and are written instead of the two texts."""
+        user = check.text(user_content, "user_content")
+        assistant = check.text(assistant_content, "assistant_content")
+        if messages is None:
+            turn = (Message(role="user", content=user), Message(role="assistant", content=assistant))
+        else:
+            turn = check.messages(messages)
+        self._memory._write(self._state.session, turn)
+
+    def remember(self, text: str, kind: str = "note", metadata: Mapping[str, Any] | None = None) -> None:
+        """Write a note (a preference, a fact...) in the current session's lane, ordered with its turns."""
+        note = Note(text=check.text(text, "text"), kind=check.text(kind, "kind"), metadata=metadata)
+        self._memory._remember(self._state.session, note)
+
+    def end(self) -> None:
+        """Ask for a commit of the current session (queued behind its writes; nothing happens if it is clean)."""
+        self._memory._commit(self._state.session.id)
+
+    def switch(self, session_id: str, reason: str = "new", parent_session_id: str | None = None) -> None:
+        """Move to ``session_id`` for ``reason`` (one of :data:`SWITCH_REASONS`); see G7. Bad input raises and
+        changes nothing."""
+        if reason not in SWITCH_REASONS:
+            raise UnknownSwitchReason(f"unknown switch reason {reason!r}; expected one of {sorted(SWITCH_REASONS)}")
+        new_id = check.session_id(session_id, "new session id")
+        if parent_session_id is not None:
+            check.session_id(parent_session_id, "parent session id")
+        with self._lock:
+            old = self._state.session
+            if reason == "rewind":
+                if new_id != old.id:
+                    raise InvalidSwitch(f"rewind keeps the session: got {new_id!r} while in {old.id!r}")
+                commit = False
+                new = old
+            elif new_id == old.id:
+                commit = reason == "compress"  # in-place compression: commit what was written, stay, re-armed
+                new = old
+            else:
+                commit = True
+                parent = parent_session_id
+                if parent is None and reason in ("branch", "compress"):
+                    parent = old.id
+                new = Session(id=new_id, parent_id=parent)
+            self._state = _State(new, self._state.generation + 1)
+            self._prefetch = None
+        if commit:
+            self._memory._commit(old.id)
+
+    # -- recall ------------------------------------------------------------------------------------------------
+
+    def recall(self, query: str, limit: int = 5, timeout: float = 2.0) -> list[Recollection]:
+        """Recall across backends for the current session, returning within ``timeout`` what has arrived."""
+        call = self._memory._start_recall(query, self._state.session, limit, timeout)
+        call.wait()
+        return call.results()
+
+    async def arecall(self, query: str, limit: int = 5, timeout: float = 2.0) -> list[Recollection]:
+        """``recall`` for asyncio: awaits the answers without blocking the event loop."""
+        loop = asyncio.get_running_loop()
+        arrived = asyncio.Event()
+
+        def wake() -> None:
+            try:
+                loop.call_soon_threadsafe(arrived.set)
+            except RuntimeError:  # the loop closed meanwhile
+                pass
+
+        call = self._memory._start_recall(query, self._state.session, limit, timeout)
+        call.add_done_callback(wake)
+        try:
+            await asyncio.wait_for(arrived.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+        return call.results()
+
+    def queue_prefetch(self, query: str, limit: int = 5, timeout: float = 5.0) -> None:
+        """Start a recall in the background for the next turn; ``take_prefetch`` hands it out."""
+        with self._lock:
+            state = self._state
+            self._prefetch = (state, self._memory._start_recall(query, state.session, limit, timeout))
+
+    def take_prefetch(self, timeout: float = 0.0) -> list[Recollection]:
+        """The prefetched recollections, waiting at most ``timeout`` for them. Empty if none was queued, if it is not
+        ready yet, or if it was asked for before a switch or rewind (G6). Handed out once."""
+        slot = self._prefetch
+        if slot is None:
+            return []
+        if timeout > 0 and not slot[1].done:
+            slot[1].wait(timeout)
+        with self._lock:
+            if self._prefetch is not slot or slot[0] is not self._state or not slot[1].done:
+                return []
+            self._prefetch = None
+        return slot[1].results()
+
+    def __repr__(self) -> str:
+        return f"<SessionLifecycle session={self.session_id!r} generation={self.generation}>"

@@ -1,0 +1,231 @@
+"""Memory: the backends, the worker pool and the lifecycles of one process."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from . import _plugins as registry
+from . import _validate as check
+from ._errors import BackendLoadError, PluginError, UnknownBackend
+from ._lifecycle import SessionLifecycle
+from ._recall import RecallCall
+from ._records import Message, Note, Recollection, Report, Session
+from ._scheduler import NOTE, WRITE, Scheduler
+
+log = logging.getLogger("memcore")
+
+#: The budget ``close`` gets when the interpreter exits without an explicit ``close()``.
+EXIT_TIMEOUT = 5.0
+
+
+class Memory:
+    """Long-term memory for one process: backends, a fixed worker pool, and a lifecycle per conversation.
+
+    ``backends`` lists entry-point names (``"sqlite"``, ``"openviking"``...) or plugin instances; ``None`` means the
+    embedded SQLite backend. ``settings`` maps a backend name to the keyword arguments of its class. ``plugins`` lists
+    observer plugins (names in the ``memcore.plugins`` group or instances); ``None`` loads every installed one.
+    A backend that fails to import or construct is skipped with its reason in ``skipped`` (``strict=True`` or
+    ``MEMCORE_STRICT=1`` raises instead). ``max_pending`` bounds accepted-but-unfinished operations: past it a write
+    raises :class:`~memcore.PendingLimitExceeded` and accepts nothing, so nothing is lost silently.
+    """
+
+    def __init__(
+        self,
+        backends: Sequence[str | Any] | None = None,
+        *,
+        settings: Mapping[str, Mapping[str, Any]] | None = None,
+        plugins: Sequence[str | Any] | None = None,
+        workers: int = 4,
+        recall_workers: int = 2,
+        max_pending: int = 100_000,
+        strict: bool | None = None,
+    ):
+        strict = registry.strict_mode() if strict is None else strict
+        settings = dict(settings or {})
+        specs = list(backends) if backends is not None else ["sqlite"]
+        if isinstance(backends, (str, bytes)):
+            raise TypeError("backends must be a list of names or instances, not a single string")
+        named = {s for s in specs if isinstance(s, str)}
+        stray = sorted(set(settings) - named)
+        if stray:
+            raise UnknownBackend(f"settings given for backends that are not selected: {', '.join(stray)}")
+        self.skipped: dict[str, str] = {}
+        self._pm = pm = registry.new_manager()
+        chosen: list[tuple[str, Any]] = []
+        for spec in specs:
+            loaded = self._load(pm, spec, registry.BACKENDS_GROUP, settings.get(spec) if isinstance(spec, str) else None,
+                                strict, backend=True)
+            if loaded is not None:
+                chosen.append(loaded)
+        if not chosen:
+            raise BackendLoadError("no backend could be loaded: " + "; ".join(f"{k}: {v}" for k, v in self.skipped.items()))
+        observers = list(plugins) if plugins is not None else sorted(registry.available(registry.PLUGINS_GROUP))
+        for spec in observers:
+            self._load(pm, spec, registry.PLUGINS_GROUP, None, strict, backend=False)
+        instances = [plugin for _, plugin in chosen]
+        self._backends = tuple(
+            registry.Backend(pm, plugin, name, i, instances) for i, (name, plugin) in enumerate(chosen)
+        )
+        self._writers = self._backends
+        self._noters = tuple(b for b in self._backends if "remember" in b.capabilities)
+        self._committers = tuple(b for b in self._backends if "commit" in b.capabilities)
+        self._recallers = tuple(b for b in self._backends if "recall" in b.capabilities)
+        self._scheduler = Scheduler(
+            workers=workers, recall_workers=recall_workers, max_pending=max_pending, observers=registry.Observers(pm)
+        )
+        self._started = time.monotonic()
+        self._close_lock = threading.Lock()
+        self._final: Report | None = None
+        atexit.register(self._at_exit)
+
+    def _load(
+        self, pm: Any, spec: Any, group: str, settings: Mapping[str, Any] | None, strict: bool, *, backend: bool
+    ) -> tuple[str, Any] | None:
+        if not isinstance(spec, str):
+            return registry.register(pm, spec, backend=backend), spec
+        try:
+            plugin = registry.construct(spec, registry.load_class(spec, group), settings)
+            if registry.plugin_name(plugin) != spec:  # the entry-point name is the backend's name
+                try:
+                    plugin.name = spec
+                except AttributeError:
+                    pass
+            return registry.register(pm, plugin, backend=backend), plugin
+        except UnknownBackend:
+            raise
+        except (BackendLoadError, PluginError) as exc:
+            if strict:
+                raise
+            self.skipped[spec] = str(exc)
+            log.warning("memcore: skipped %s", exc)
+            return None
+
+    # -- public API --------------------------------------------------------------------------------------------
+
+    @property
+    def backends(self) -> tuple[str, ...]:
+        """Names of the backends in use, in the order given."""
+        return tuple(b.name for b in self._backends)
+
+    @property
+    def capabilities(self) -> dict[str, frozenset[str]]:
+        """What each backend implements (hook names without ``memcore_``)."""
+        return {b.name: b.capabilities for b in self._backends}
+
+    @property
+    def plugin_manager(self) -> Any:
+        """The pluggy PluginManager holding backends and observers (for introspection)."""
+        return self._pm
+
+    def lifecycle(self, session_id: str, parent_session_id: str | None = None) -> SessionLifecycle:
+        """A lifecycle for one conversation, starting in ``session_id``."""
+        sid = check.session_id(session_id)
+        if parent_session_id is not None:
+            check.session_id(parent_session_id, "parent session id")
+        return SessionLifecycle(self, Session(id=sid, parent_id=parent_session_id))
+
+    def recall(self, query: str, limit: int = 5, timeout: float = 2.0) -> list[Recollection]:
+        """Recall outside any session (every backend searches all it holds)."""
+        call = self._start_recall(query, None, limit, timeout)
+        call.wait()
+        return call.results()
+
+    def flush(self, timeout: float = 10.0) -> Report:
+        """Wait until everything accepted so far has been delivered (or failed for good), at most ``timeout``."""
+        start = time.monotonic()
+        drained = self._scheduler.wait_idle(timeout)
+        return self._report(start, timed_out=not drained)
+
+    def close(self, timeout: float = 10.0) -> Report:
+        """Stop admissions, commit every dirty session, drain, close the backends; all within ``timeout`` (G10).
+        Idempotent: later calls return the first report."""
+        with self._close_lock:
+            if self._final is not None:
+                return self._final
+            atexit.unregister(self._at_exit)
+            start = time.monotonic()
+            deadline = start + timeout
+            self._scheduler.close_admissions()
+            drained = self._scheduler.wait_idle(timeout)
+            closed = self._close_backends(deadline)
+            self._scheduler.stop(deadline - time.monotonic())
+            self._final = self._report(start, timed_out=not (drained and closed))
+            return self._final
+
+    def __enter__(self) -> Memory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Memory backends={list(self.backends)} closed={self._scheduler.closed}>"
+
+    # -- used by SessionLifecycle ----------------------------------------------------------------------------
+
+    def _write(self, session: Session, turn: tuple[Message, ...]) -> None:
+        self._scheduler.submit(self._writers, session, WRITE, turn)
+
+    def _remember(self, session: Session, note: Note) -> None:
+        if self._noters:
+            self._scheduler.submit(self._noters, session, NOTE, note)
+
+    def _commit(self, session_id: str) -> None:
+        self._scheduler.request_commit(self._committers, session_id)
+
+    def _start_recall(self, query: str, session: Session | None, limit: int, timeout: float) -> RecallCall:
+        check.text(query, "query")
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            raise ValueError(f"limit must be a positive integer, not {limit!r}")
+        if not isinstance(timeout, (int, float)) or timeout < 0:
+            raise ValueError(f"timeout must be a non-negative number, not {timeout!r}")
+        call = RecallCall(self._recallers, query, session, limit, timeout)
+        for task in call.tasks():
+            self._scheduler.run_urgent(task)
+        return call
+
+    # -- internals ---------------------------------------------------------------------------------------------
+
+    def _close_backends(self, deadline: float) -> bool:
+        """Run each idle backend's ``memcore_close`` on a recall worker; a backend still busy is left open."""
+        busy = self._scheduler.busy_backends()
+        done = threading.Semaphore(0)
+        started = 0
+        for backend in self._backends:
+            if "close" not in backend.capabilities:
+                continue
+            if backend.index in busy:
+                log.warning("memcore: %s still has work in flight at the close deadline; not closed", backend.name)
+                continue
+
+            def close_one(b: registry.Backend = backend) -> None:
+                try:
+                    b.call("memcore_close")
+                except Exception as exc:  # noqa: BLE001
+                    log.warning("memcore: closing %s failed: %r", b.name, exc)
+                finally:
+                    done.release()
+
+            self._scheduler.run_urgent(close_one)
+            started += 1
+        ok = not busy
+        for _ in range(started):
+            if not done.acquire(timeout=max(deadline - time.monotonic(), 0.0)):
+                return False
+        return ok
+
+    def _report(self, start: float, *, timed_out: bool) -> Report:
+        return self._scheduler.report(
+            skipped_backends=self.skipped, elapsed=time.monotonic() - start, timed_out=timed_out
+        )
+
+    def _at_exit(self) -> None:
+        report = self.close(timeout=EXIT_TIMEOUT)
+        if not report.ok:
+            log.warning("memcore: exit with %d pending and %d failed operations", report.pending, report.failed)
+

@@ -1,0 +1,151 @@
+"""Finding, constructing and registering backends and observer plugins (G11)."""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from importlib import metadata
+from typing import Any
+
+import pluggy
+
+from ._errors import BackendLoadError, PluginError, UnknownBackend
+from ._hooks import BACKEND_HOOKS, PROJECT, BackendSpec, ObserverSpec
+from ._records import Event
+
+log = logging.getLogger("memcore")
+
+BACKENDS_GROUP = "memcore.backends"
+PLUGINS_GROUP = "memcore.plugins"
+STRICT_ENV = "MEMCORE_STRICT"
+_BUILTIN = {"sqlite": "memcore._sqlite:SQLiteBackend"}
+
+
+def strict_mode() -> bool:
+    """True when ``MEMCORE_STRICT`` asks for load errors to raise instead of being skipped."""
+    return os.environ.get(STRICT_ENV, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def new_manager() -> pluggy.PluginManager:
+    pm = pluggy.PluginManager(PROJECT)
+    pm.add_hookspecs(BackendSpec)
+    pm.add_hookspecs(ObserverSpec)
+    return pm
+
+
+def available(group: str = BACKENDS_GROUP) -> dict[str, str]:
+    """Installed entry points of ``group`` as ``{name: "module:attr"}`` (the built-in ``sqlite`` included)."""
+    found = dict(_BUILTIN) if group == BACKENDS_GROUP else {}
+    for ep in metadata.entry_points(group=group):
+        found[ep.name] = ep.value
+    return found
+
+
+def load_class(name: str, group: str = BACKENDS_GROUP) -> Any:
+    """Import the class an entry point names; :class:`UnknownBackend` if none, :class:`BackendLoadError` on failure."""
+    known = available(group)
+    if name not in known:
+        hint = difflib.get_close_matches(name, known, n=1)
+        extra = f"; did you mean {hint[0]!r}?" if hint else ""
+        what = "backend" if group == BACKENDS_GROUP else "plugin"
+        raise UnknownBackend(f"no {what} named {name!r} is installed (known: {', '.join(sorted(known)) or 'none'}){extra}")
+    try:
+        return metadata.EntryPoint(name=name, value=known[name], group=group).load()
+    except Exception as exc:  # noqa: BLE001 - any import failure is a load error
+        raise BackendLoadError(f"{group} entry point {name!r} ({known[name]}) failed to import: {exc!r}") from exc
+
+
+def construct(name: str, cls: Any, settings: Mapping[str, Any] | None) -> Any:
+    try:
+        return cls(**dict(settings or {}))
+    except Exception as exc:  # noqa: BLE001 - any constructor failure is a load error
+        raise BackendLoadError(f"backend {name!r} failed to construct: {exc!r}") from exc
+
+
+def capabilities(plugin: Any) -> frozenset[str]:
+    """The backend hooks ``plugin`` (an instance or a class) implements, without the ``memcore_`` prefix."""
+    pm = new_manager()
+    names = set()
+    for attr in dir(plugin):
+        if attr in BACKEND_HOOKS and pm.parse_hookimpl_opts(plugin, attr) is not None:
+            names.add(attr.removeprefix("memcore_"))
+    return frozenset(names)
+
+
+def plugin_name(plugin: Any) -> str:
+    name = getattr(plugin, "name", None)
+    if isinstance(name, str) and name:
+        return name
+    return type(plugin).__name__.lower()
+
+
+def register(pm: pluggy.PluginManager, plugin: Any, *, backend: bool) -> str:
+    """Register ``plugin`` and check it against the specs; :class:`PluginError` names the plugin on any mismatch."""
+    name = plugin_name(plugin)
+    label = f"{'backend' if backend else 'plugin'} {name!r} ({type(plugin).__module__}.{type(plugin).__qualname__})"
+    if pm.has_plugin(name):
+        raise PluginError(f"{label}: another plugin is already registered under that name")
+    try:
+        pm.register(plugin, name=name)
+    except (pluggy.PluginValidationError, ValueError) as exc:
+        raise PluginError(f"{label} was refused: {exc}") from exc
+    problems = []
+    for caller in pm.get_hookcallers(plugin) or ():
+        if not caller.has_spec():
+            hint = difflib.get_close_matches(caller.name, [*BACKEND_HOOKS, "memcore_event"], n=1)
+            problems.append(f"{caller.name} is not a memcore hook" + (f" (did you mean {hint[0]}?)" if hint else ""))
+        elif not backend and caller.name in BACKEND_HOOKS:
+            for impl in caller.get_hookimpls():
+                if impl.plugin is plugin and not (impl.wrapper or impl.hookwrapper):
+                    problems.append(f"{caller.name}: an observer may only wrap backend hooks (wrapper=True)")
+    if backend and "write" not in capabilities(plugin):
+        problems.append("a backend must implement memcore_write")
+    if problems:
+        pm.unregister(plugin)
+        raise PluginError(f"{label} was refused: " + "; ".join(problems))
+    return name
+
+
+class Backend:
+    """A registered backend: its name, capabilities, and hook callers that reach only it (plus observer wrappers)."""
+
+    __slots__ = ("_callers", "capabilities", "index", "name", "plugin")
+
+    def __init__(self, pm: pluggy.PluginManager, plugin: Any, name: str, index: int, others: Iterable[Any]):
+        self.plugin = plugin
+        self.name = name
+        self.index = index
+        self.capabilities = capabilities(plugin)
+        others = [p for p in others if p is not plugin]
+        self._callers = {
+            hook: pm.subset_hook_caller(hook, remove_plugins=others)
+            for hook in BACKEND_HOOKS
+            if hook.removeprefix("memcore_") in self.capabilities
+        }
+
+    def call(self, hook: str, **kwargs: Any) -> Any:
+        """Call one of this backend's hooks; returns the backend's result (or None)."""
+        results = self._callers[hook](**kwargs)
+        return results[0] if results else None
+
+    def __repr__(self) -> str:
+        return f"<Backend {self.name!r} {sorted(self.capabilities)}>"
+
+
+class Observers:
+    """Delivers events to each observer on its own, so that one that raises does not disturb the others."""
+
+    def __init__(self, pm: pluggy.PluginManager):
+        self._impls = list(pm.hook.memcore_event.get_hookimpls())
+
+    def __bool__(self) -> bool:
+        return bool(self._impls)
+
+    def emit(self, event: Event) -> None:
+        for impl in self._impls:
+            try:
+                impl.function(*[event for _ in impl.argnames])
+            except Exception:  # noqa: BLE001 - an observer's failure stays with the observer
+                log.exception("memcore observer %s raised on %s", impl.plugin_name, event.kind)

@@ -1,0 +1,103 @@
+"""Frozen, keyword-only records that cross memcore's public boundary."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+__all__ = ["Event", "Failure", "Message", "Note", "Recollection", "Report", "Session"]
+
+
+def _frozen_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return dict(value) if value else {}
+
+
+@attrs.frozen(kw_only=True)
+class Session:
+    """A conversation's session as a backend sees it.
+
+    ``parent_id`` names the session it was branched, compressed or started from, if any.
+    """
+
+    id: str
+    parent_id: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Message:
+    """One message of a turn, OpenAI-style (``role`` is ``user``, ``assistant``, ``tool``, ``system``)."""
+
+    role: str
+    content: str
+    name: str | None = None
+    tool_calls: tuple[Mapping[str, Any], ...] = ()
+    tool_call_id: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Note:
+    """Something the agent chose to remember outright (a preference, a fact...)."""
+
+    text: str
+    kind: str = "note"
+    metadata: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping)
+
+
+@attrs.frozen(kw_only=True)
+class Recollection:
+    """One recalled memory. ``source`` names the backend it came from."""
+
+    text: str
+    score: float | None = None
+    source: str | None = None
+    session_id: str | None = None
+    metadata: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping)
+
+
+@attrs.frozen(kw_only=True)
+class Failure:
+    """An operation that failed for good (after any retries)."""
+
+    backend: str
+    operation: str
+    session_id: str | None
+    error: str
+
+
+@attrs.frozen(kw_only=True)
+class Event:
+    """What observer plugins hear through ``memcore_event``.
+
+    ``kind`` is one of ``delivered``, ``committed``, ``failed``, ``skipped``.
+    """
+
+    kind: str
+    backend: str
+    operation: str
+    session_id: str | None = None
+    error: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Report:
+    """Counts since the :class:`~memcore.Memory` started, as of the moment it was made.
+
+    ``delivered`` counts writes and notes a backend acknowledged, ``committed`` successful commits, ``failed``
+    operations that failed for good, ``pending`` operations accepted but not finished (queued or in flight).
+    """
+
+    delivered: int = 0
+    committed: int = 0
+    failed: int = 0
+    pending: int = 0
+    failures: tuple[Failure, ...] = ()
+    skipped_backends: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_mapping)
+    elapsed: float = 0.0
+    timed_out: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing failed and nothing is left pending."""
+        return self.failed == 0 and self.pending == 0 and not self.timed_out
