@@ -90,7 +90,8 @@ def register(pm: pluggy.PluginManager, plugin: Any, *, backend: bool) -> str:
     try:
         pm.register(plugin, name=name)
     except (pluggy.PluginValidationError, ValueError) as exc:
-        raise PluginError(f"{label} was refused: {exc}") from exc
+        reason = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        raise PluginError(f"{label} was refused: {reason}") from exc
     problems = []
     for caller in pm.get_hookcallers(plugin) or ():
         if not caller.has_spec():

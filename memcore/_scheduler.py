@@ -185,14 +185,25 @@ class Scheduler:
     def _finish(self, lane: Lane, op: tuple[str, Any, int], error: BaseException | None) -> None:
         kind = op[0]
         failure = None
+        if error is not None:
+            failure = Failure(backend=lane.backend.name, operation=kind, session_id=lane.session.id, error=repr(error))
+            log.warning("memcore: %s of session %r on %s failed: %s", kind, lane.session.id, lane.backend.name,
+                        failure.error)
+        if self._observers:  # before the operation counts as finished, so flush() returns after observers heard
+            self._observers.emit(
+                Event(
+                    kind="failed" if failure else ("committed" if kind is COMMIT else "delivered"),
+                    backend=lane.backend.name,
+                    operation=kind,
+                    session_id=lane.session.id,
+                    error=failure.error if failure else None,
+                )
+            )
         with self._lock:
             lane.completed += 1
             self._pending -= 1
-            if error is not None:
+            if failure is not None:
                 self._failed += 1
-                failure = Failure(
-                    backend=lane.backend.name, operation=kind, session_id=lane.session.id, error=repr(error)
-                )
                 self._failures.append(failure)
                 if kind is COMMIT:  # the session stays dirty; a later boundary or close() commits again
                     queued = [e for k, _, e in lane.ops if k is COMMIT]
@@ -208,19 +219,6 @@ class Scheduler:
                 lane.scheduled = False
             if self._waiters:
                 self._progress.notify_all()
-        if failure is not None:
-            log.warning("memcore: %s of session %r on %s failed: %s", kind, failure.session_id, failure.backend,
-                        failure.error)
-        if self._observers:
-            self._observers.emit(
-                Event(
-                    kind="failed" if failure else ("committed" if kind is COMMIT else "delivered"),
-                    backend=lane.backend.name,
-                    operation=kind,
-                    session_id=lane.session.id,
-                    error=failure.error if failure else None,
-                )
-            )
 
     def _urgent_worker(self) -> None:
         while True:
