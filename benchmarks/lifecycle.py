@@ -1,0 +1,746 @@
+"""Lifecycle benchmark: what the agent's thread pays, how many threads memcore uses, how close the lanes get to the
+backend's limit.
+
+Runs against :class:`SlowBackend`, an in-benchmark backend whose hooks each take 50 ms (a wait on a
+:class:`threading.Event`, so teardown cuts every sleep short). Three phases, each on its own
+``memcore.Memory(backends=[SlowBackend()], workers=W, plugins=[])``, closed at the end of the phase:
+
+1. caller-side latency of ``sync_turn``, ``switch`` and ``end`` (G5), gc on (targets) and gc off (information);
+2. threads with 1,000 sessions x 10 turns pending (G8);
+3. throughput of the lane workers against the 50 ms backend, as a fraction of the limit ``W / 0.050 s``.
+
+Usage::
+
+    python benchmarks/lifecycle.py [--quick] [--json PATH] [--check]
+
+See ``benchmarks/README.md`` for what every row means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import os
+import platform
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pluggy
+
+import memcore
+
+#: Every backend hook takes this long (seconds).
+BACKEND_LATENCY = 0.050
+#: Where the JSON goes unless ``--json`` says otherwise.
+DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "lifecycle.json"
+USER_TEXT = "user text"
+ASSISTANT_TEXT = "assistant text"
+ROTATING_REASONS = ("new", "branch", "resume", "compress")
+#: Budget for ``Memory.close`` at the end of a phase (the stop Event is set first, so it needs far less).
+CLOSE_TIMEOUT = 60.0
+
+# Targets.
+SYNC_TURN_P50_US = 10.0
+SWITCH_P99_US = 50.0
+END_P99_US = 50.0
+THREADS_OVER_POOL = 2
+THROUGHPUT_RATIO = 0.9
+
+
+# -- the backend ---------------------------------------------------------------------------------------------------
+
+
+class SlowBackend:
+    """A backend whose every hook takes ``latency`` seconds, until ``stop`` is set (then hooks return at once).
+
+    It counts its calls per hook and the time it actually spent in them, so the benchmark can check that every write
+    arrived and tell the backend's own overshoot apart from memcore's overhead.
+    """
+
+    name = "slow"
+
+    def __init__(self, latency: float = BACKEND_LATENCY) -> None:
+        self.latency = latency
+        self.stop = threading.Event()
+        self._lock = threading.Lock()
+        self.calls: dict[str, int] = {"open_session": 0, "write": 0, "commit": 0, "recall": 0}
+        self.busy_seconds = 0.0  # time spent in calls that waited out their full latency
+        self.full_calls = 0
+
+    def _work(self, hook: str) -> None:
+        start = time.perf_counter()
+        cut_short = self.stop.wait(self.latency)
+        spent = time.perf_counter() - start
+        with self._lock:
+            self.calls[hook] += 1
+            if not cut_short:
+                self.busy_seconds += spent
+                self.full_calls += 1
+
+    @memcore.hookimpl
+    def memcore_open_session(self, session: memcore.Session) -> None:
+        self._work("open_session")
+
+    @memcore.hookimpl
+    def memcore_write(self, session: memcore.Session, messages: Sequence[memcore.Message]) -> None:
+        self._work("write")
+
+    @memcore.hookimpl
+    def memcore_commit(self, session: memcore.Session) -> None:
+        self._work("commit")
+
+    @memcore.hookimpl
+    def memcore_recall(self, query: str, session: memcore.Session | None, limit: int) -> Sequence[memcore.Recollection]:
+        self._work("recall")
+        return []
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.calls)
+
+    def mean_call_seconds(self) -> float | None:
+        with self._lock:
+            return self.busy_seconds / self.full_calls if self.full_calls else None
+
+
+# -- results -------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    row: str
+    figure: str
+    value: float
+    unit: str
+    op: str  # "<=" or ">="
+    limit: float
+    passed: bool
+
+
+@dataclass
+class PhaseClose:
+    seconds: float
+    delivered: int
+    committed: int
+    failed: int
+    pending: int
+    timed_out: bool
+
+
+@dataclass
+class LatencyRow:
+    row: str
+    operation: str
+    gc_enabled: bool
+    workers: int
+    recall_workers: int
+    lifecycles: int
+    warmup: int
+    samples: int
+    p50_us: float
+    p90_us: float
+    p99_us: float
+    p999_us: float
+    max_us: float
+    mean_us: float
+    ops_expected: int  # writes + commits the loop should have queued (warm-up included)
+    ops_accepted: int  # delivered + committed + failed + pending, right after the loop
+    pending_after: int
+    gc_collections: list[int]  # per generation, during the measured loop
+    target: str | None
+    passed: bool | None
+    close: PhaseClose | None = None
+
+
+@dataclass
+class ThreadsResult:
+    workers: int
+    recall_workers: int
+    pool_size: int
+    sessions: int
+    turns_per_session: int
+    prefetches: int
+    baseline_threads: int
+    active_threads: int  # the most seen while the work was pending
+    memcore_threads: int
+    other_threads: int
+    thread_names: list[str]
+    pending_when_counted: int
+    enqueue_seconds: float
+    limit: int
+    passed: bool
+    close: PhaseClose | None = None
+
+
+@dataclass
+class ThroughputRow:
+    workers: int
+    sessions: int
+    writes: int
+    backend_calls: dict[str, int]
+    wall_seconds: float
+    enqueue_seconds: float
+    drained: bool
+    delivered: int
+    limit_ops_per_s: float
+    calls_per_s: float
+    ratio: float  # backend calls per second / limit: how busy the workers kept the backend
+    writes_per_s: float
+    writes_ratio: float  # writes only / limit (each session's open_session is a 50 ms call too)
+    ideal_seconds: float  # backend calls x measured mean call time / W
+    mean_backend_call_ms: float | None
+    all_writes_arrived: bool
+    passed: bool
+    close: PhaseClose | None = None
+
+
+@dataclass
+class Results:
+    benchmark: str = "lifecycle"
+    quick: bool = False
+    started: str = ""
+    total_seconds: float = 0.0
+    machine: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    timer_overhead_ns: int = 0
+    latency: list[LatencyRow] = field(default_factory=list)
+    threads: ThreadsResult | None = None
+    throughput: list[ThroughputRow] = field(default_factory=list)
+    targets: list[Target] = field(default_factory=list)
+    all_passed: bool = False
+
+
+# -- helpers -------------------------------------------------------------------------------------------------------
+
+
+def percentile(sorted_ns: Sequence[int], q: float) -> float:
+    """Nearest-rank percentile of nanosecond samples, in microseconds."""
+    if not sorted_ns:
+        return math.nan
+    rank = max(1, math.ceil(q / 100.0 * len(sorted_ns)))
+    return sorted_ns[min(rank, len(sorted_ns)) - 1] / 1000.0
+
+
+def machine_info() -> dict[str, Any]:
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": affinity,
+        "python_version": platform.python_version(),
+        "python_implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "switch_interval_s": sys.getswitchinterval(),
+        "gc_threshold": list(gc.get_threshold()),
+        "memcore_version": memcore.__version__,
+        "pluggy_version": pluggy.__version__,
+    }
+
+
+def timer_overhead_ns(rounds: int = 20_000) -> int:
+    """The smallest back-to-back ``perf_counter_ns`` difference: the floor every latency sample includes."""
+    pc = time.perf_counter_ns
+    best = 1 << 62
+    for _ in range(rounds):
+        t0 = pc()
+        t1 = pc()
+        best = min(best, t1 - t0)
+    return best
+
+
+def gc_counts() -> list[int]:
+    return [int(s["collections"]) for s in gc.get_stats()]
+
+
+@contextmanager
+def slow_memory(workers: int, recall_workers: int, max_pending: int) -> Iterator[tuple[memcore.Memory, SlowBackend]]:
+    """A Memory on a fresh SlowBackend. On the way out the backend's sleeps are cut short, then the Memory closed."""
+    backend = SlowBackend()
+    memory = memcore.Memory(
+        backends=[backend], workers=workers, recall_workers=recall_workers, plugins=[], max_pending=max_pending
+    )
+    try:
+        yield memory, backend
+    finally:
+        backend.stop.set()
+        memory.close(timeout=CLOSE_TIMEOUT)
+
+
+def close_phase(memory: memcore.Memory, backend: SlowBackend) -> PhaseClose:
+    """Set the stop Event (so pending work drains at once) and close the Memory; record what close reported."""
+    backend.stop.set()
+    start = time.perf_counter()
+    report = memory.close(timeout=CLOSE_TIMEOUT)
+    return PhaseClose(
+        seconds=time.perf_counter() - start,
+        delivered=report.delivered,
+        committed=report.committed,
+        failed=report.failed,
+        pending=report.pending,
+        timed_out=report.timed_out,
+    )
+
+
+@contextmanager
+def gc_state(enabled: bool) -> Iterator[None]:
+    was = gc.isenabled()
+    gc.collect()
+    if enabled:
+        gc.enable()
+    else:
+        gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+        else:
+            gc.disable()
+
+
+# -- phase 1: caller-side latency ----------------------------------------------------------------------------------
+
+LatencyLoop = Callable[[memcore.Memory, int, int, str], tuple[list[int], int]]
+
+
+def loop_sync_turn(memory: memcore.Memory, n: int, lifecycles: int, tag: str) -> tuple[list[int], int]:
+    """Time ``sync_turn`` on ``lifecycles`` lifecycles in turn. Returns the samples and the operations queued."""
+    lcs = [memory.lifecycle(f"{tag}-turn-{i}") for i in range(lifecycles)]
+    samples = [0] * n
+    pc = time.perf_counter_ns
+    for i in range(n):
+        lc = lcs[i % lifecycles]
+        t0 = pc()
+        lc.sync_turn(USER_TEXT, ASSISTANT_TEXT)
+        t1 = pc()
+        samples[i] = t1 - t0
+    return samples, n
+
+
+def loop_switch(memory: memcore.Memory, n: int, lifecycles: int, tag: str) -> tuple[list[int], int]:
+    """Time ``switch`` to a fresh id, reasons new/branch/resume/compress in turn, after an untimed ``sync_turn`` so
+    that every switch really queues a commit of the session it leaves."""
+    lcs = [memory.lifecycle(f"{tag}-switch-{i}-0") for i in range(lifecycles)]
+    ids = [f"{tag}-switch-{i % lifecycles}-{i + 1}" for i in range(n)]
+    samples = [0] * n
+    pc = time.perf_counter_ns
+    reasons = ROTATING_REASONS
+    for i in range(n):
+        lc = lcs[i % lifecycles]
+        lc.sync_turn(USER_TEXT, ASSISTANT_TEXT)
+        new_id = ids[i]
+        reason = reasons[i % 4]
+        t0 = pc()
+        lc.switch(new_id, reason=reason)
+        t1 = pc()
+        samples[i] = t1 - t0
+    return samples, 2 * n  # one write and one commit each
+
+
+def loop_end(memory: memcore.Memory, n: int, lifecycles: int, tag: str) -> tuple[list[int], int]:
+    """Time ``end`` after an untimed ``sync_turn`` (so the session is dirty and a commit is really queued)."""
+    lcs = [memory.lifecycle(f"{tag}-end-{i}") for i in range(lifecycles)]
+    samples = [0] * n
+    pc = time.perf_counter_ns
+    for i in range(n):
+        lc = lcs[i % lifecycles]
+        lc.sync_turn(USER_TEXT, ASSISTANT_TEXT)
+        t0 = pc()
+        lc.end()
+        t1 = pc()
+        samples[i] = t1 - t0
+    return samples, 2 * n
+
+
+LOOPS: dict[str, LatencyLoop] = {"sync_turn": loop_sync_turn, "switch": loop_switch, "end": loop_end}
+LATENCY_TARGETS: dict[str, tuple[str, float]] = {
+    "sync_turn": ("p50_us", SYNC_TURN_P50_US),
+    "switch": ("p99_us", SWITCH_P99_US),
+    "end": ("p99_us", END_P99_US),
+}
+
+
+def run_latency(
+    operation: str, *, samples: int, warmup: int, lifecycles: int, workers: int, recall_workers: int, gc_on: bool
+) -> LatencyRow:
+    loop = LOOPS[operation]
+    with slow_memory(workers, recall_workers, max_pending=10 * (samples + warmup) + 1000) as (memory, backend):
+        with gc_state(gc_on):
+            _, warm_ops = loop(memory, warmup, lifecycles, "warm")
+            before = gc_counts()
+            raw, ops = loop(memory, samples, lifecycles, "run")
+            after = gc_counts()
+        report = memory.flush(timeout=0)
+        closed = close_phase(memory, backend)
+    ordered = sorted(raw)
+    row_name = f"{operation} ({'gc on' if gc_on else 'gc off'})"
+    figure, limit = LATENCY_TARGETS[operation]
+    row = LatencyRow(
+        row=row_name,
+        operation=operation,
+        gc_enabled=gc_on,
+        workers=workers,
+        recall_workers=recall_workers,
+        lifecycles=lifecycles,
+        warmup=warmup,
+        samples=samples,
+        p50_us=percentile(ordered, 50),
+        p90_us=percentile(ordered, 90),
+        p99_us=percentile(ordered, 99),
+        p999_us=percentile(ordered, 99.9),
+        max_us=ordered[-1] / 1000.0,
+        mean_us=sum(ordered) / len(ordered) / 1000.0,
+        ops_expected=warm_ops + ops,
+        ops_accepted=report.delivered + report.committed + report.failed + report.pending,
+        pending_after=report.pending,
+        gc_collections=[a - b for a, b in zip(after, before, strict=True)],
+        target=f"{figure.removesuffix('_us')} <= {limit:g} us" if gc_on else None,
+        passed=None,
+        close=closed,
+    )
+    if gc_on:
+        row.passed = getattr(row, figure) <= limit
+    return row
+
+
+# -- phase 2: threads ----------------------------------------------------------------------------------------------
+
+
+def run_threads(*, sessions: int, turns: int, prefetches: int, workers: int, recall_workers: int) -> ThreadsResult:
+    baseline = threading.active_count()
+    pool = workers + recall_workers
+    with slow_memory(workers, recall_workers, max_pending=sessions * turns * 2 + 1000) as (memory, backend):
+        start = time.perf_counter()
+        lcs = [memory.lifecycle(f"threads-{i}") for i in range(sessions)]
+        for _ in range(turns):
+            for lc in lcs:
+                lc.sync_turn(USER_TEXT, ASSISTANT_TEXT)
+        for lc in lcs[:prefetches]:
+            lc.queue_prefetch("coffee?")
+        enqueue_seconds = time.perf_counter() - start
+        active = 0
+        names: list[str] = []
+        for _ in range(20):  # keep the most seen over ~0.5 s of backlog
+            count = threading.active_count()
+            if count >= active:
+                active, names = count, sorted(t.name for t in threading.enumerate())
+            time.sleep(0.025)
+        pending = memory.flush(timeout=0).pending
+        closed = close_phase(memory, backend)
+    ours = sum(1 for n in names if n.startswith("memcore-"))
+    return ThreadsResult(
+        workers=workers,
+        recall_workers=recall_workers,
+        pool_size=pool,
+        sessions=sessions,
+        turns_per_session=turns,
+        prefetches=prefetches,
+        baseline_threads=baseline,
+        active_threads=active,
+        memcore_threads=ours,
+        other_threads=active - ours,
+        thread_names=names,
+        pending_when_counted=pending,
+        enqueue_seconds=enqueue_seconds,
+        limit=pool + THREADS_OVER_POOL,
+        passed=active <= pool + THREADS_OVER_POOL,
+        close=closed,
+    )
+
+
+# -- phase 3: throughput -------------------------------------------------------------------------------------------
+
+
+def run_throughput(*, workers: int, seconds: float, sessions_per_worker: int) -> ThroughputRow:
+    limit = workers / BACKEND_LATENCY
+    sessions = sessions_per_worker * workers
+    per_session = max(1, math.ceil(seconds * limit / sessions))
+    writes = sessions * per_session
+    with slow_memory(workers, 2, max_pending=writes * 2 + 1000) as (memory, backend):
+        lcs = [memory.lifecycle(f"tput-{workers}-{i}") for i in range(sessions)]
+        gc.collect()
+        start = time.perf_counter()
+        for _ in range(per_session):  # interleaved, so every lane is ready from the start
+            for lc in lcs:
+                lc.sync_turn(USER_TEXT, ASSISTANT_TEXT)
+        enqueued = time.perf_counter()
+        report = memory.flush(timeout=3 * seconds + 60)
+        wall = time.perf_counter() - start
+        calls = backend.snapshot()
+        mean_call = backend.mean_call_seconds()
+        closed = close_phase(memory, backend)
+    backend_calls = calls["write"] + calls["open_session"] + calls["commit"]
+    calls_per_s = backend_calls / wall
+    ratio = calls_per_s / limit
+    return ThroughputRow(
+        workers=workers,
+        sessions=sessions,
+        writes=writes,
+        backend_calls=calls,
+        wall_seconds=wall,
+        enqueue_seconds=enqueued - start,
+        drained=not report.timed_out,
+        delivered=report.delivered,
+        limit_ops_per_s=limit,
+        calls_per_s=calls_per_s,
+        ratio=ratio,
+        writes_per_s=writes / wall,
+        writes_ratio=writes / wall / limit,
+        ideal_seconds=backend_calls * (mean_call or BACKEND_LATENCY) / workers,
+        mean_backend_call_ms=None if mean_call is None else mean_call * 1000.0,
+        all_writes_arrived=calls["write"] == writes and report.delivered == writes,
+        passed=ratio >= THROUGHPUT_RATIO and calls["write"] == writes and not report.timed_out,
+        close=closed,
+    )
+
+
+# -- output --------------------------------------------------------------------------------------------------------
+
+
+def verdict(passed: bool | None) -> str:
+    return "info" if passed is None else ("PASS" if passed else "FAIL")
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(headers, widths, strict=True)))
+    print(line)
+    print("-" * len(line))
+    for r in rows:
+        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))))
+    print()
+
+
+def report_text(res: Results) -> None:
+    m = res.machine
+    print(
+        f"memcore lifecycle benchmark{' (--quick)' if res.quick else ''}: python {m['python_version']}, "
+        f"{m['cpu_count']} cpus, {m['platform']}; backend hooks take {BACKEND_LATENCY * 1000:g} ms; "
+        f"timer floor {res.timer_overhead_ns} ns\n"
+    )
+    if res.latency:
+        first = res.latency[0]
+        print(
+            f"1. caller-side latency (us), Memory(workers={first.workers}, recall_workers={first.recall_workers}), "
+            f"{first.lifecycles} lifecycles in turn"
+        )
+        print_table(
+            ["row", "samples", "p50", "p90", "p99", "p99.9", "max", "queued ok", "target", "result"],
+            [
+                [
+                    r.row,
+                    str(r.samples),
+                    f"{r.p50_us:.2f}",
+                    f"{r.p90_us:.2f}",
+                    f"{r.p99_us:.2f}",
+                    f"{r.p999_us:.2f}",
+                    f"{r.max_us:.1f}",
+                    "yes" if r.ops_accepted == r.ops_expected else f"{r.ops_accepted}/{r.ops_expected}",
+                    r.target or "-",
+                    verdict(r.passed),
+                ]
+                for r in res.latency
+            ],
+        )
+    t = res.threads
+    if t is not None:
+        print(
+            f"2. threads with {t.sessions} sessions x {t.turns_per_session} turns pending"
+            f" (+ {t.prefetches} queued prefetches)"
+        )
+        print_table(
+            ["row", "workers", "recall", "pool", "baseline", "active", "memcore", "pending", "target", "result"],
+            [
+                [
+                    "threading.active_count()",
+                    str(t.workers),
+                    str(t.recall_workers),
+                    str(t.pool_size),
+                    str(t.baseline_threads),
+                    str(t.active_threads),
+                    str(t.memcore_threads),
+                    str(t.pending_when_counted),
+                    f"<= {t.limit}",
+                    verdict(t.passed),
+                ]
+            ],
+        )
+        print("   threads: " + ", ".join(t.thread_names) + "\n")
+    if res.throughput:
+        print("3. throughput against the 50 ms backend (limit = W / 0.050 s)")
+        print_table(
+            [
+                "row",
+                "sessions",
+                "writes",
+                "calls",
+                "wall s",
+                "ideal s",
+                "calls/s",
+                "limit/s",
+                "ratio",
+                "writes ratio",
+                "all arrived",
+                "target",
+                "result",
+            ],
+            [
+                [
+                    f"W={r.workers}",
+                    str(r.sessions),
+                    str(r.writes),
+                    str(r.backend_calls["write"] + r.backend_calls["open_session"] + r.backend_calls["commit"]),
+                    f"{r.wall_seconds:.2f}",
+                    f"{r.ideal_seconds:.2f}",
+                    f"{r.calls_per_s:.1f}",
+                    f"{r.limit_ops_per_s:.0f}",
+                    f"{r.ratio:.3f}",
+                    f"{r.writes_ratio:.3f}",
+                    "yes" if r.all_writes_arrived else "NO",
+                    f">= {THROUGHPUT_RATIO}",
+                    verdict(r.passed),
+                ]
+                for r in res.throughput
+            ],
+        )
+        means = [f"W={r.workers}: {r.mean_backend_call_ms:.2f} ms" for r in res.throughput if r.mean_backend_call_ms]
+        print("   measured mean backend call: " + ", ".join(means) + "\n")
+    print("targets")
+    print_table(
+        ["row", "figure", "value", "target", "result"],
+        [
+            [
+                t.row,
+                t.figure,
+                f"{t.value:.3f}".rstrip("0").rstrip("."),
+                f"{t.op} {t.limit:g} {t.unit}",
+                verdict(t.passed),
+            ]
+            for t in res.targets
+        ],
+    )
+    passed = sum(1 for t in res.targets if t.passed)
+    print(f"{passed}/{len(res.targets)} targets passed; total {res.total_seconds:.1f} s")
+
+
+def collect_targets(res: Results) -> list[Target]:
+    out: list[Target] = []
+    for r in res.latency:
+        if r.gc_enabled and r.passed is not None:
+            figure, limit = LATENCY_TARGETS[r.operation]
+            out.append(Target(r.row, figure, getattr(r, figure), "us", "<=", limit, r.passed))
+    if res.threads is not None:
+        t = res.threads
+        out.append(Target("threads", "active_count", t.active_threads, "threads", "<=", t.limit, t.passed))
+    for tp in res.throughput:
+        out.append(
+            Target(f"throughput W={tp.workers}", "ratio", tp.ratio, "x limit", ">=", THROUGHPUT_RATIO, tp.passed)
+        )
+    return out
+
+
+# -- main ----------------------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="fewer samples and shorter throughput runs (~30 s)")
+    parser.add_argument(
+        "--json", type=Path, default=DEFAULT_JSON, help=f"where to write the JSON (default {DEFAULT_JSON})"
+    )
+    parser.add_argument("--workers", type=int, default=8, help="lane workers for the latency and threads phases")
+    parser.add_argument(
+        "--recall-workers", type=int, default=2, help="recall workers for the latency and threads phases"
+    )
+    parser.add_argument("--check", action="store_true", help="exit with status 1 if a target failed")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    quick: bool = args.quick
+    workers: int = args.workers
+    recall_workers: int = args.recall_workers
+    config: dict[str, Any] = {
+        "backend_latency_s": BACKEND_LATENCY,
+        "workers": workers,
+        "recall_workers": recall_workers,
+        "latency_samples": {"sync_turn": 5_000, "switch": 1_500, "end": 1_500}
+        if quick
+        else {"sync_turn": 20_000, "switch": 5_000, "end": 5_000},
+        "latency_warmup": {"sync_turn": 1_000, "switch": 300, "end": 300}
+        if quick
+        else {"sync_turn": 2_000, "switch": 500, "end": 500},
+        "latency_lifecycles": 100,
+        "threads_sessions": 1_000,
+        "threads_turns": 10,
+        "threads_prefetches": 100,
+        "throughput_workers": [8, 1] if quick else [8, 4, 1],
+        "throughput_seconds": 2.0 if quick else 6.0,
+        "throughput_sessions_per_worker": 8,
+    }
+    res = Results(
+        quick=quick,
+        started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        machine=machine_info(),
+        config=config,
+        timer_overhead_ns=timer_overhead_ns(),
+    )
+    begin = time.perf_counter()
+
+    def progress(msg: str) -> None:
+        print(f"[{time.perf_counter() - begin:6.1f} s] {msg}", file=sys.stderr, flush=True)
+
+    for gc_on in (True, False):
+        for operation in ("sync_turn", "switch", "end"):
+            progress(f"latency: {operation}, gc {'on' if gc_on else 'off'}")
+            res.latency.append(
+                run_latency(
+                    operation,
+                    samples=config["latency_samples"][operation],
+                    warmup=config["latency_warmup"][operation],
+                    lifecycles=config["latency_lifecycles"],
+                    workers=workers,
+                    recall_workers=recall_workers,
+                    gc_on=gc_on,
+                )
+            )
+    progress("threads")
+    res.threads = run_threads(
+        sessions=config["threads_sessions"],
+        turns=config["threads_turns"],
+        prefetches=config["threads_prefetches"],
+        workers=workers,
+        recall_workers=recall_workers,
+    )
+    for w in config["throughput_workers"]:
+        progress(f"throughput: W={w}")
+        res.throughput.append(
+            run_throughput(
+                workers=w,
+                seconds=config["throughput_seconds"],
+                sessions_per_worker=config["throughput_sessions_per_worker"],
+            )
+        )
+    res.total_seconds = time.perf_counter() - begin
+    res.targets = collect_targets(res)
+    res.all_passed = all(t.passed for t in res.targets)
+
+    report_text(res)
+    path: Path = args.json
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(asdict(res), indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    print(f"JSON written to {path}")
+    return 1 if args.check and not res.all_passed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
