@@ -61,11 +61,13 @@ class BackendSpec:
         """Return at most ``limit`` recollections relevant to ``query``, best first. ``session`` is the session the
         runtime is in (``None`` outside any), which a backend that keeps sessions apart may use to scope the search.
         Called on a recall worker, possibly while writes of the same session run."""
+        raise NotImplementedError
 
     @hookspec
     def memcore_history(self, session: Session) -> Sequence[Message]:
         """Optional read-back: the messages stored for ``session``, in the order they were stored. Used by tests and
         the conformance suite to check order and placement."""
+        raise NotImplementedError
 
     @hookspec
     def memcore_close(self) -> None:

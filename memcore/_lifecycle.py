@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -67,6 +68,7 @@ class SessionLifecycle:
         messages (tool calls included) and are written instead of the two texts."""
         user = check.text(user_content, "user_content")
         assistant = check.text(assistant_content, "assistant_content")
+        turn: tuple[Message, ...]
         if messages is None:
             turn = (Message(role="user", content=user), Message(role="assistant", content=assistant))
         else:
@@ -125,17 +127,13 @@ class SessionLifecycle:
         arrived = asyncio.Event()
 
         def wake() -> None:
-            try:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 loop.call_soon_threadsafe(arrived.set)
-            except RuntimeError:  # the loop closed meanwhile
-                pass
 
         call = self._memory._start_recall(query, self._state.session, limit, timeout)
         call.add_done_callback(wake)
-        try:
+        with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(arrived.wait(), timeout)
-        except asyncio.TimeoutError:
-            pass
         return call.results()
 
     def queue_prefetch(self, query: str, limit: int = 5, timeout: float = 5.0) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import threading
 import time
@@ -58,12 +59,20 @@ class Memory:
         self._pm = pm = registry.new_manager()
         chosen: list[tuple[str, Any]] = []
         for spec in specs:
-            loaded = self._load(pm, spec, registry.BACKENDS_GROUP, settings.get(spec) if isinstance(spec, str) else None,
-                                strict, backend=True)
+            loaded = self._load(
+                pm,
+                spec,
+                registry.BACKENDS_GROUP,
+                settings.get(spec) if isinstance(spec, str) else None,
+                strict,
+                backend=True,
+            )
             if loaded is not None:
                 chosen.append(loaded)
         if not chosen:
-            raise BackendLoadError("no backend could be loaded: " + "; ".join(f"{k}: {v}" for k, v in self.skipped.items()))
+            raise BackendLoadError(
+                "no backend could be loaded: " + "; ".join(f"{k}: {v}" for k, v in self.skipped.items())
+            )
         observers = list(plugins) if plugins is not None else sorted(registry.available(registry.PLUGINS_GROUP))
         for spec in observers:
             self._load(pm, spec, registry.PLUGINS_GROUP, None, strict, backend=False)
@@ -91,10 +100,8 @@ class Memory:
         try:
             plugin = registry.construct(spec, registry.load_class(spec, group), settings)
             if registry.plugin_name(plugin) != spec:  # the entry-point name is the backend's name
-                try:
+                with contextlib.suppress(AttributeError):
                     plugin.name = spec
-                except AttributeError:
-                    pass
             return registry.register(pm, plugin, backend=backend), plugin
         except UnknownBackend:
             raise
@@ -206,7 +213,7 @@ class Memory:
             def close_one(b: registry.Backend = backend) -> None:
                 try:
                     b.call("memcore_close")
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     log.warning("memcore: closing %s failed: %r", b.name, exc)
                 finally:
                     done.release()
@@ -228,4 +235,3 @@ class Memory:
         report = self.close(timeout=EXIT_TIMEOUT)
         if not report.ok:
             log.warning("memcore: exit with %d pending and %d failed operations", report.pending, report.failed)
-

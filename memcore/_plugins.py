@@ -50,17 +50,19 @@ def load_class(name: str, group: str = BACKENDS_GROUP) -> Any:
         hint = difflib.get_close_matches(name, known, n=1)
         extra = f"; did you mean {hint[0]!r}?" if hint else ""
         what = "backend" if group == BACKENDS_GROUP else "plugin"
-        raise UnknownBackend(f"no {what} named {name!r} is installed (known: {', '.join(sorted(known)) or 'none'}){extra}")
+        raise UnknownBackend(
+            f"no {what} named {name!r} is installed (known: {', '.join(sorted(known)) or 'none'}){extra}"
+        )
     try:
         return metadata.EntryPoint(name=name, value=known[name], group=group).load()
-    except Exception as exc:  # noqa: BLE001 - any import failure is a load error
+    except Exception as exc:
         raise BackendLoadError(f"{group} entry point {name!r} ({known[name]}) failed to import: {exc!r}") from exc
 
 
 def construct(name: str, cls: Any, settings: Mapping[str, Any] | None) -> Any:
     try:
         return cls(**dict(settings or {}))
-    except Exception as exc:  # noqa: BLE001 - any constructor failure is a load error
+    except Exception as exc:
         raise BackendLoadError(f"backend {name!r} failed to construct: {exc!r}") from exc
 
 
@@ -148,5 +150,5 @@ class Observers:
         for impl in self._impls:
             try:
                 impl.function(*[event for _ in impl.argnames])
-            except Exception:  # noqa: BLE001 - an observer's failure stays with the observer
+            except Exception:
                 log.exception("memcore observer %s raised on %s", impl.plugin_name, event.kind)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -36,14 +37,14 @@ class RecallCall:
 
     def tasks(self) -> list[Callable[[], None]]:
         """One task per backend, to run on recall workers."""
-        return [lambda i=i, b=b: self._ask(i, b) for i, b in enumerate(self._backends)]
+        return [functools.partial(self._ask, i, b) for i, b in enumerate(self._backends)]
 
     def _ask(self, index: int, backend: Backend) -> None:
         items: list[Recollection] = []
         try:
             answer = backend.call("memcore_recall", query=self._query, session=self._session, limit=self._limit)
             items = [_coerce(item, backend.name) for item in (answer or ())]
-        except Exception as exc:  # noqa: BLE001 - a failing backend contributes nothing (G9)
+        except Exception as exc:
             log.warning("memcore: recall on %s failed: %r", backend.name, exc)
             with self._lock:
                 self.errors[backend.name] = repr(exc)

@@ -178,7 +178,7 @@ class Scheduler:
                 backend.call("memcore_commit", session=lane.session)
             else:
                 backend.call(_HOOKS[kind], session=lane.session, **{_ARG[kind]: payload})
-        except Exception as exc:  # noqa: BLE001 - a backend's failure stays inside memcore (G9)
+        except Exception as exc:
             return exc
         return None
 
@@ -187,8 +187,9 @@ class Scheduler:
         failure = None
         if error is not None:
             failure = Failure(backend=lane.backend.name, operation=kind, session_id=lane.session.id, error=repr(error))
-            log.warning("memcore: %s of session %r on %s failed: %s", kind, lane.session.id, lane.backend.name,
-                        failure.error)
+            log.warning(
+                "memcore: %s of session %r on %s failed: %s", kind, lane.session.id, lane.backend.name, failure.error
+            )
         if self._observers:  # before the operation counts as finished, so flush() returns after observers heard
             self._observers.emit(
                 Event(
@@ -230,7 +231,7 @@ class Scheduler:
                 task = self._urgent.popleft()
             try:
                 task()
-            except Exception:  # noqa: BLE001 - tasks report their own errors; this is a last guard
+            except Exception:
                 log.exception("memcore: urgent task failed")
 
     # -- waiting, closing, reporting ---------------------------------------------------------------------------

@@ -188,7 +188,10 @@ class SQLiteBackend:
     def stats(self) -> dict[str, Any]:
         """Counts for the command line: sessions, messages, committed messages, notes, commits."""
         db = self._db()
-        one = lambda sql: db.execute(sql).fetchone()[0]  # noqa: E731
+
+        def one(sql: str) -> Any:
+            return db.execute(sql).fetchone()[0]
+
         return {
             "sessions": one("SELECT count(*) FROM sessions"),
             "messages": one("SELECT count(*) FROM messages"),

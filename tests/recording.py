@@ -57,9 +57,9 @@ class RecordingBackend:
     def hold(self, hook: str, session_id: str | None = None, when: Callable[[Any], bool] | None = None) -> Gate:
         """Hold calls of ``hook`` (``write``, ``commit``...) for ``session_id`` (any if None) until released."""
         gate = Gate(
-            lambda h, sid, payload: h == hook
-            and (session_id is None or sid == session_id)
-            and (when is None or when(payload))
+            lambda h, sid, payload: (
+                h == hook and (session_id is None or sid == session_id) and (when is None or when(payload))
+            )
         )
         self.gates.append(gate)
         return gate

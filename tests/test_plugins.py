@@ -164,7 +164,7 @@ def test_g11_observer_may_wrap_but_not_implement_backend_hooks(make_memory, back
     memory.lifecycle("s1").sync_turn("u", "a")
     memory.flush(timeout=5)
     assert calls == ["before s1", "after s1"] and backend.texts("s1") == ["u", "a"]
-    with pytest.raises(memcore.PluginError, match="plugin 'impostor'.*may only wrap"):
+    with pytest.raises(memcore.PluginError, match=r"plugin 'impostor'.*may only wrap"):
         make_memory(RecordingBackend("other"), plugins=[Impostor()])
 
 
@@ -177,9 +177,7 @@ def test_g11_capabilities_are_the_hooks_implemented(make_memory):
 
     memory = make_memory(Minimal(), RecordingBackend())
     assert memory.capabilities["minimal"] == frozenset({"write"})
-    assert memory.capabilities["rec"] == frozenset(
-        {"open_session", "write", "remember", "commit", "recall", "close"}
-    )
+    assert memory.capabilities["rec"] == frozenset({"open_session", "write", "remember", "commit", "recall", "close"})
     lc = memory.lifecycle("s1")
     lc.remember("only where remember is implemented")
     lc.sync_turn("u", "a")

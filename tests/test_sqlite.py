@@ -72,7 +72,7 @@ def test_recall_with_punctuation_and_fts_syntax_is_safe(make_memory):
     lc = memory.lifecycle("s1")
     lc.remember('He said "coffee" AND tea? NEAR(x) -- * ^')
     memory.flush(timeout=WAIT)
-    for query in ['coffee?', '"coffee"', "AND OR NOT", "NEAR(", "*", "", "???"]:
+    for query in ["coffee?", '"coffee"', "AND OR NOT", "NEAR(", "*", "", "???"]:
         lc.recall(query)  # never raises an FTS syntax error
     assert [r.text for r in lc.recall("coffee?")] == ['He said "coffee" AND tea? NEAR(x) -- * ^']
     assert fts_query("") == "" and fts_query('a"b') == '"a" OR "b"'
@@ -144,7 +144,9 @@ def test_several_processes_share_one_store(tmp_path):
         p.join(120)
         assert p.exitcode == 0
     for k in range(3):
-        got = rows(Path(path), "SELECT content FROM messages WHERE session_id = ? AND role = 'user' ORDER BY id", f"p{k}")
+        got = rows(
+            Path(path), "SELECT content FROM messages WHERE session_id = ? AND role = 'user' ORDER BY id", f"p{k}"
+        )
         assert [c for (c,) in got] == [f"p{k} {i}" for i in range(200)]
     assert rows(Path(path), "SELECT id, commits FROM sessions ORDER BY id") == [("p0", 1), ("p1", 1), ("p2", 1)]
 
