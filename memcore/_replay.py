@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from . import _validate as check
 from ._errors import MemcoreError
@@ -59,7 +59,7 @@ class RecallEvent:
     limit: int
 
 
-ReplayEvent = Union[Turn, NoteEvent, Switch, End, RecallEvent]
+ReplayEvent = Turn | NoteEvent | Switch | End | RecallEvent
 
 
 @dataclass(frozen=True)

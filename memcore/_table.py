@@ -12,7 +12,7 @@ from typing import TextIO
 ELLIPSIS = "..."
 
 
-def terminal_width(default: int = 100) -> int:
+def terminal_width(default: int = 120) -> int:
     """Columns of the terminal on stdout (``COLUMNS`` wins); ``default`` when stdout is not a terminal."""
     return shutil.get_terminal_size((default, 24)).columns
 
@@ -77,7 +77,9 @@ def table(
     lines = []
     for row in [list(headers), *cells]:
         row[-1] = truncate(row[-1], widths[-1])
-        lines.append("  ".join(pad(c, w, i in right) for i, (c, w) in enumerate(zip(row, widths))).rstrip())
+        lines.append(
+            "  ".join(pad(c, w, i in right) for i, (c, w) in enumerate(zip(row, widths, strict=True))).rstrip()
+        )
     return "\n".join(lines)
 
 
@@ -131,6 +133,7 @@ def _isatty(stream: TextIO) -> bool:
 
 def _columns(stream: TextIO) -> int:
     try:
-        return os.get_terminal_size(stream.fileno()).columns
+        columns = os.get_terminal_size(stream.fileno()).columns
     except (AttributeError, ValueError, OSError):
-        return 80
+        columns = 0
+    return columns if columns > 20 else 80
