@@ -48,11 +48,14 @@ class Memory:
     ):
         strict = registry.strict_mode() if strict is None else strict
         settings = dict(settings or {})
-        specs = list(backends) if backends is not None else ["sqlite"]
         if isinstance(backends, (str, bytes)):
             raise TypeError("backends must be a list of names or instances, not a single string")
-        named = {s for s in specs if isinstance(s, str)}
-        stray = sorted(set(settings) - named)
+        specs = list(backends) if backends is not None else ["sqlite"]
+        named = [s for s in specs if isinstance(s, str)]
+        doubled = sorted({s for s in named if named.count(s) > 1})
+        if doubled:
+            raise PluginError(f"backends named more than once: {', '.join(doubled)}")
+        stray = sorted(set(settings) - set(named))
         if stray:
             raise UnknownBackend(f"settings given for backends that are not selected: {', '.join(stray)}")
         self.skipped: dict[str, str] = {}

@@ -28,6 +28,8 @@ _HOOKS = {WRITE: "memcore_write", NOTE: "memcore_remember", COMMIT: "memcore_com
 _ARG = {WRITE: "messages", NOTE: "note"}
 #: How many final failures a Report keeps (the count in ``Report.failed`` is exact).
 FAILURES_KEPT = 100
+#: A backend's failures are logged as warnings at most once per this many seconds (the Report counts every one).
+WARN_EVERY = 30.0
 
 
 class Lane:
@@ -85,6 +87,7 @@ class Scheduler:
         self._failed = 0
         self._failures: collections.deque[Failure] = collections.deque(maxlen=FAILURES_KEPT)
         self._observers = observers
+        self._warned: dict[str, tuple[float, int]] = {}
         self._closed = False
         self._stopping = False
         self._threads = [
@@ -187,9 +190,7 @@ class Scheduler:
         failure = None
         if error is not None:
             failure = Failure(backend=lane.backend.name, operation=kind, session_id=lane.session.id, error=repr(error))
-            log.warning(
-                "memcore: %s of session %r on %s failed: %s", kind, lane.session.id, lane.backend.name, failure.error
-            )
+            self._warn(failure)
         if self._observers:  # before the operation counts as finished, so flush() returns after observers heard
             self._observers.emit(
                 Event(
@@ -220,6 +221,25 @@ class Scheduler:
                 lane.scheduled = False
             if self._waiters:
                 self._progress.notify_all()
+
+    def _warn(self, failure: Failure) -> None:
+        """Log a failure as a warning, at most once per WARN_EVERY seconds per backend, with the count held back."""
+        now = time.monotonic()
+        with self._lock:
+            last, held = self._warned.get(failure.backend, (-WARN_EVERY, 0))
+            if now - last < WARN_EVERY:
+                self._warned[failure.backend] = (last, held + 1)
+                return
+            self._warned[failure.backend] = (now, 0)
+        more = f" ({held} more failures on this backend since the last warning)" if held else ""
+        log.warning(
+            "memcore: %s of session %r on %s failed: %s%s",
+            failure.operation,
+            failure.session_id,
+            failure.backend,
+            failure.error,
+            more,
+        )
 
     def _urgent_worker(self) -> None:
         while True:

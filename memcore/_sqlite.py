@@ -74,7 +74,9 @@ class SQLiteBackend:
     name = "sqlite"
 
     def __init__(self, path: str | Path | None = None, busy_timeout: float = 30.0):
-        self.path = Path(path).expanduser() if path else default_path()
+        if path is not None and not str(path).strip():
+            raise ValueError("path is empty; leave it out for the default store")
+        self.path = Path(path).expanduser() if path is not None else default_path()
         self.busy_timeout = float(busy_timeout)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # One connection per worker thread: sqlite3 connections must not be shared while in use. This is

@@ -510,3 +510,14 @@ def test_g9_backend_errors_never_reach_the_caller_and_are_reported(make_memory, 
     assert report.failed == 1 and "rejected" in report.failures[0].error
     assert [(e.kind, e.operation) for e in seen] == [("failed", "write"), ("delivered", "write")]
     assert backend.texts("s1") == ["u1", "a", "u2", "a"]
+
+
+def test_g9_a_failing_backend_warns_once_not_once_per_operation(memory, backend, caplog):
+    backend.fail_next("write", *[ConnectionError("down")] * 20)
+    lc = memory.lifecycle("s1")
+    with caplog.at_level("WARNING", logger="memcore"):
+        for i in range(20):
+            lc.sync_turn(f"u{i}", "a")
+        report = drain(memory)
+    assert report.failed == 20
+    assert len([r for r in caplog.records if "failed" in r.getMessage()]) == 1

@@ -185,3 +185,10 @@ def test_g11_capabilities_are_the_hooks_implemented(make_memory):
     report = memory.flush(timeout=5)
     rec = memory.plugin_manager.get_plugin("rec")
     assert report.failed == 0 and rec.commits("s1") == 1 and len(rec.calls("remember")) == 1
+
+
+def test_g11_a_backend_named_twice_is_refused(make_memory):
+    with pytest.raises(memcore.PluginError, match="named more than once: sqlite"):
+        make_memory("sqlite", "sqlite")
+    with pytest.raises(TypeError, match="not a single string"):
+        memcore.Memory(backends="sqlite")  # type: ignore[arg-type]
