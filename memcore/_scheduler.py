@@ -78,7 +78,11 @@ class Scheduler:
         self._progress = threading.Condition(self._lock)
         self._ready: collections.deque[Lane] = collections.deque()
         self._urgent: collections.deque[Callable[[], None]] = collections.deque()
+        # Only live lanes: a lane that is idle and clean is retired, so memory and the scans below grow with the
+        # sessions that have work or uncommitted writes, not with every session ever seen. For backends that open
+        # sessions, the ids already opened are kept (a set of strings) so that open runs once per session.
         self._lanes: dict[tuple[int, str], Lane] = {}
+        self._opened: dict[int, set[str]] = {}
         self._max_pending = max_pending
         self._pending = 0
         self._waiters = 0
@@ -116,6 +120,7 @@ class Scheduler:
                 lane = self._lanes.get((backend.index, sid))
                 if lane is None:
                     lane = self._lanes[(backend.index, sid)] = Lane(backend, session)
+                    lane.opened = sid in self._opened.get(backend.index, ())
                 lane.accepted += 1
                 self._append(lane, (kind, payload, lane.accepted))
             self._pending += n
@@ -219,8 +224,17 @@ class Scheduler:
                 self._ready.append(lane)
             else:
                 lane.scheduled = False
+                self._retire_if_clean(lane)
             if self._waiters:
                 self._progress.notify_all()
+
+    def _retire_if_clean(self, lane: Lane) -> None:
+        """Forget an idle lane with nothing left to commit (under the lock); a later write starts a fresh one."""
+        if lane.dirty and "commit" in lane.backend.capabilities:
+            return
+        del self._lanes[(lane.backend.index, lane.session.id)]
+        if lane.opened and "open_session" in lane.backend.capabilities:
+            self._opened.setdefault(lane.backend.index, set()).add(lane.session.id)
 
     def _warn(self, failure: Failure) -> None:
         """Log a failure as a warning, at most once per WARN_EVERY seconds per backend, with the count held back."""

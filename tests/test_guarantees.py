@@ -437,6 +437,23 @@ def test_g8_pending_bound_refuses_with_a_clear_error_and_loses_nothing(make_memo
     assert backend.texts("s1")[-2:] == ["room again", "a"]
 
 
+def test_g8_committed_idle_sessions_are_forgotten_and_opened_only_once(memory, backend):
+    lifecycles = [memory.lifecycle(f"s{k}") for k in range(300)]
+    for lc in lifecycles:
+        lc.sync_turn("u", "a")
+        lc.end()
+    drain(memory)
+    scheduler = memory._scheduler
+    assert len(scheduler._lanes) == 0  # nothing live is kept for 300 committed, idle sessions
+    for lc in lifecycles[:10]:
+        lc.sync_turn("again", "a")  # a later write to a forgotten session: not opened a second time
+    drain(memory)
+    assert len(scheduler._lanes) == 10  # dirty again, kept until committed
+    assert all(len(backend.calls("open", f"s{k}")) == 1 for k in range(300))
+    report = memory.close(timeout=WAIT)
+    assert report.committed == 310 and backend.commits("s0") == 2 and backend.commits("s10") == 1
+
+
 # -- G10 (the part of it in the core issue): close commits, drains within its deadline ------------------------------
 
 
