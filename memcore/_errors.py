@@ -61,4 +61,12 @@ class PendingLimitExceeded(MemcoreError):
 
 
 class TransientError(MemcoreError):
-    """Raised by a backend for a failure that is worth retrying (timeouts, 429, 5xx...)."""
+    """Raised by a backend for a failure that is worth retrying (timeouts, connection errors, 429, 5xx).
+
+    ``retry_after`` (seconds), when the service said how long to wait, is honoured as the least delay before the
+    next attempt.
+    """
+
+    def __init__(self, message: str = "", *, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after

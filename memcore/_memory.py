@@ -83,14 +83,12 @@ class Memory:
         self._backends = tuple(
             registry.Backend(pm, plugin, name, i, instances) for i, (name, plugin) in enumerate(chosen)
         )
-        self._writers = self._backends
         self._noters = tuple(b for b in self._backends if "remember" in b.capabilities)
         self._committers = tuple(b for b in self._backends if "commit" in b.capabilities)
         self._recallers = tuple(b for b in self._backends if "recall" in b.capabilities)
         self._scheduler = Scheduler(
             workers=workers, recall_workers=recall_workers, max_pending=max_pending, observers=registry.Observers(pm)
         )
-        self._started = time.monotonic()
         self._close_lock = threading.Lock()
         self._final: Report | None = None
         atexit.register(self._at_exit)
@@ -179,7 +177,7 @@ class Memory:
     # -- used by SessionLifecycle ----------------------------------------------------------------------------
 
     def _write(self, session: Session, turn: tuple[Message, ...]) -> None:
-        self._scheduler.submit(self._writers, session, WRITE, turn)
+        self._scheduler.submit(self._backends, session, WRITE, turn)
 
     def _remember(self, session: Session, note: Note) -> None:
         if self._noters:
