@@ -21,6 +21,7 @@ from ._lifecycle import SWITCH_REASONS, SessionLifecycle
 from ._memory import Memory
 from ._paths import memcore_home
 from ._records import Event, Failure, Message, Note, Recollection, Report, Session
+from ._retry import RetryPolicy
 from ._sqlite import SQLiteBackend
 
 __version__ = "0.1.0"
@@ -44,6 +45,7 @@ __all__ = [
     "PluginError",
     "Recollection",
     "Report",
+    "RetryPolicy",
     "SQLiteBackend",
     "Session",
     "SessionLifecycle",

@@ -5,20 +5,41 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import os
 import threading
 import time
+import weakref
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
+
+import attrs
 
 from . import _plugins as registry
 from . import _validate as check
 from ._errors import BackendLoadError, PluginError, UnknownBackend
+from ._journal import Journal
 from ._lifecycle import SessionLifecycle
+from ._paths import memcore_home
 from ._recall import RecallCall
 from ._records import Message, Note, Recollection, Report, Session
+from ._retry import RetryPolicy
 from ._scheduler import NOTE, WRITE, Scheduler
 
 log = logging.getLogger("memcore")
+
+JOURNAL_FILE = "journal.sqlite3"
+_live: weakref.WeakSet[Memory] = weakref.WeakSet()
+_inherited: list[Any] = []
+
+
+def _reset_after_fork() -> None:
+    for memory in list(_live):
+        memory._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
 
 #: The budget ``close`` gets when the interpreter exits without an explicit ``close()``.
 EXIT_TIMEOUT = 5.0
@@ -33,6 +54,14 @@ class Memory:
     A backend that fails to import or construct is skipped with its reason in ``skipped`` (``strict=True`` or
     ``MEMCORE_STRICT=1`` raises instead). ``max_pending`` bounds accepted-but-unfinished operations: past it a write
     raises :class:`~memcore.PendingLimitExceeded` and accepts nothing, so nothing is lost silently.
+
+    Reliability (G9, G10): transient backend failures are retried per ``retry`` (a :class:`~memcore.RetryPolicy`);
+    each backend may hold at most ``per_backend_workers`` lane workers (default: its even share of ``workers``).
+    ``journal`` (default on, ``$MEMCORE_HOME/journal.sqlite3``; a path, or ``False`` for none) keeps every accepted
+    operation on disk until its backend acknowledged it, and operations left by a process that died are replayed
+    when the next Memory starts. ``durability="group"`` writes the journal in the background (the caller never waits
+    for the disk; a crash can lose what was accepted during the one write in progress); ``"sync"`` makes every call
+    wait until its operation is on disk.
     """
 
     def __init__(
@@ -44,6 +73,10 @@ class Memory:
         workers: int = 4,
         recall_workers: int = 2,
         max_pending: int = 100_000,
+        per_backend_workers: int | None = None,
+        retry: RetryPolicy | None = None,
+        journal: bool | str | os.PathLike[str] = True,
+        durability: str = "group",
         strict: bool | None = None,
     ):
         strict = registry.strict_mode() if strict is None else strict
@@ -86,12 +119,30 @@ class Memory:
         self._noters = tuple(b for b in self._backends if "remember" in b.capabilities)
         self._committers = tuple(b for b in self._backends if "commit" in b.capabilities)
         self._recallers = tuple(b for b in self._backends if "recall" in b.capabilities)
-        self._scheduler = Scheduler(
-            workers=workers, recall_workers=recall_workers, max_pending=max_pending, observers=registry.Observers(pm)
+        self._journal = None
+        if journal is not False:
+            path = memcore_home() / JOURNAL_FILE if journal is True else Path(os.fspath(journal))
+            self._journal = Journal(path, durability=durability)
+        self._sync_each = self._journal is not None and self._journal.sync_each
+        self._config: dict[str, Any] = dict(
+            backends=self._backends,
+            workers=workers,
+            recall_workers=recall_workers,
+            max_pending=max_pending,
+            observers=registry.Observers(pm),
+            retry=retry or RetryPolicy(),
+            per_backend_workers=per_backend_workers,
         )
+        self._scheduler = Scheduler(journal=self._journal, **self._config)
+        if self._journal is not None:
+            entries = self._journal.claim(self.backends, self._scheduler.next_seq())
+            if entries:
+                log.info("memcore: replaying %d operations from %s", len(entries), self._journal.path)
+                self._scheduler.replay(entries)
         self._close_lock = threading.Lock()
         self._final: Report | None = None
         atexit.register(self._at_exit)
+        _live.add(self)
 
     def _load(
         self, pm: Any, spec: Any, group: str, settings: Mapping[str, Any] | None, strict: bool, *, backend: bool
@@ -161,8 +212,13 @@ class Memory:
             self._scheduler.close_admissions()
             drained = self._scheduler.wait_idle(timeout)
             closed = self._close_backends(deadline)
-            self._scheduler.stop(deadline - time.monotonic())
+            left = self._scheduler.stop(deadline - time.monotonic())
+            if self._journal is None:
+                self._scheduler.emit_dropped(left)
+            elif not self._journal.close(max(deadline - time.monotonic(), 0.5)):
+                log.error("memcore: the journal writer did not finish in time; the last operations may replay twice")
             self._final = self._report(start, timed_out=not (drained and closed))
+            _live.discard(self)
             return self._final
 
     def __enter__(self) -> Memory:
@@ -178,10 +234,18 @@ class Memory:
 
     def _write(self, session: Session, turn: tuple[Message, ...]) -> None:
         self._scheduler.submit(self._backends, session, WRITE, turn)
+        if self._sync_each:
+            self._sync_journal()
 
     def _remember(self, session: Session, note: Note) -> None:
         if self._noters:
             self._scheduler.submit(self._noters, session, NOTE, note)
+            if self._sync_each:
+                self._sync_journal()
+
+    def _sync_journal(self) -> None:
+        assert self._journal is not None
+        self._journal.wait_durable()
 
     def _commit(self, session_id: str) -> None:
         self._scheduler.request_commit(self._committers, session_id)
@@ -228,9 +292,20 @@ class Memory:
         return ok
 
     def _report(self, start: float, *, timed_out: bool) -> Report:
-        return self._scheduler.report(
+        report = self._scheduler.report(
             skipped_backends=self.skipped, elapsed=time.monotonic() - start, timed_out=timed_out
         )
+        return attrs.evolve(report, journaled=report.pending if self._journal is not None else 0)
+
+    def _after_fork_in_child(self) -> None:
+        """A forked child starts with empty lanes and its own journal identity; the parent's work stays the
+        parent's (its pending operations are in the parent's lanes and journal rows, not the child's)."""
+        journal = self._journal
+        if journal is not None:
+            _inherited.append(journal)  # never used nor closed in the child: the parent owns its connection
+            self._journal = Journal(journal.path, durability="sync" if journal.sync_each else "group")
+        self._scheduler = Scheduler(journal=self._journal, **self._config)
+        self._close_lock = threading.Lock()
 
     def _at_exit(self) -> None:
         report = self.close(timeout=EXIT_TIMEOUT)

@@ -70,7 +70,8 @@ class Failure:
 class Event:
     """What observer plugins hear through ``memcore_event``.
 
-    ``kind`` is one of ``delivered``, ``committed``, ``failed``, ``skipped``.
+    ``kind`` is one of ``delivered``, ``committed``, ``failed`` (for good), ``retried`` (a transient failure; it will
+    be tried again after a backoff), ``dropped`` (left pending at close with no journal to keep it).
     """
 
     kind: str
@@ -85,13 +86,18 @@ class Report:
     """Counts since the :class:`~memcore.Memory` started, as of the moment it was made.
 
     ``delivered`` counts writes and notes a backend acknowledged, ``committed`` successful commits, ``failed``
-    operations that failed for good, ``pending`` operations accepted but not finished (queued or in flight).
+    operations that failed for good, ``pending`` operations accepted but not finished (queued, waiting out a backoff
+    or in flight), ``journaled`` how many of those the journal keeps for the next start, ``retried`` transient
+    failures that were retried, ``replayed`` operations taken over from the journal at start.
     """
 
     delivered: int = 0
     committed: int = 0
     failed: int = 0
     pending: int = 0
+    journaled: int = 0
+    retried: int = 0
+    replayed: int = 0
     failures: tuple[Failure, ...] = ()
     skipped_backends: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_mapping)
     elapsed: float = 0.0

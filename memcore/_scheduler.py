@@ -1,23 +1,33 @@
-"""Lanes and the worker pool: ordering (G2), drain before commit (G3), one commit per change (G4), bounds (G8).
+"""Lanes and the worker pool: ordering (G2), drain before commit (G3), one commit per change (G4), bounds (G8),
+retries that keep order (G9), and the journal's bookkeeping (G10).
 
 Every (backend, session) pair has a FIFO lane. A fixed pool of lane workers runs the head of each ready lane, at most
 one operation in flight per lane, so writes reach a backend in call order and a commit, queued behind the writes it
-covers, runs only after they finished. A separate, small pool of recall workers runs urgent tasks (recall, closing
-backends) so that a backlog of writes never delays recall. One lock guards the queues; no backend code runs under it.
+covers, runs only after they finished. A transient failure puts the operation back at the head of its lane, which
+waits out its backoff without holding a worker. Each backend may occupy at most its share of the lane workers, so a
+hung or slow backend cannot starve the others. A separate, small pool of recall workers runs urgent tasks (recall,
+closing backends) so that a backlog of writes never delays recall. One lock guards the queues; no backend code runs
+under it.
 """
 
 from __future__ import annotations
 
 import collections
+import heapq
+import itertools
 import logging
+import math
+import random
 import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ._errors import MemoryClosed, PendingLimitExceeded
+from ._errors import MemoryClosed, PendingLimitExceeded, TransientError
+from ._journal import Entry, Journal
 from ._plugins import Backend, Observers
 from ._records import Event, Failure, Report, Session
+from ._retry import RetryPolicy, is_transient
 
 log = logging.getLogger("memcore")
 
@@ -31,6 +41,8 @@ FAILURES_KEPT = 100
 #: A backend's failures are logged as warnings at most once per this many seconds (the Report counts every one).
 WARN_EVERY = 30.0
 
+Op = tuple[str, Any, int, int]  # kind, payload, epoch covered (commits) or reached (writes), journal sequence number
+
 
 class Lane:
     """The FIFO of one (backend, session). Its fields are guarded by the scheduler's lock, except ``opened``, which
@@ -38,11 +50,13 @@ class Lane:
 
     __slots__ = (
         "accepted",
+        "attempts",
         "backend",
         "commit_target",
         "committed",
         "completed",
         "enqueued",
+        "first_try",
         "opened",
         "ops",
         "scheduled",
@@ -52,14 +66,16 @@ class Lane:
     def __init__(self, backend: Backend, session: Session):
         self.backend = backend
         self.session = session
-        self.ops: collections.deque[tuple[str, Any, int]] = collections.deque()
-        self.scheduled = False  # in the ready queue or running: at most one operation in flight
+        self.ops: collections.deque[Op] = collections.deque()
+        self.scheduled = False  # ready, waiting out a backoff, or running: at most one operation in flight
         self.opened = False
         self.accepted = 0  # writes and notes accepted: the lane's epoch
         self.committed = 0  # epoch covered by the last successful commit
         self.commit_target = 0  # highest epoch a queued or running commit covers
         self.enqueued = 0
         self.completed = 0
+        self.attempts = 0  # failed attempts of the head operation
+        self.first_try = 0.0  # when the head operation was first tried
 
     @property
     def dirty(self) -> bool:
@@ -67,31 +83,55 @@ class Lane:
 
 
 class Scheduler:
-    def __init__(self, *, workers: int, recall_workers: int, max_pending: int, observers: Observers):
+    def __init__(
+        self,
+        *,
+        backends: tuple[Backend, ...],
+        workers: int,
+        recall_workers: int,
+        max_pending: int,
+        observers: Observers,
+        retry: RetryPolicy,
+        journal: Journal | None = None,
+        per_backend_workers: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ):
         if workers < 1 or recall_workers < 1:
             raise ValueError("workers and recall_workers must be at least 1")
         if max_pending < 1:
             raise ValueError("max_pending must be at least 1")
+        share = per_backend_workers or math.ceil(workers / len(backends))
+        if share < 1:
+            raise ValueError("per_backend_workers must be at least 1")
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)
         self._urgent_ready = threading.Condition(self._lock)
         self._progress = threading.Condition(self._lock)
-        self._ready: collections.deque[Lane] = collections.deque()
+        self._backends = backends
+        self._ready: list[collections.deque[Lane]] = [collections.deque() for _ in backends]
+        self._in_flight = [0] * len(backends)
+        self._share = min(share, workers)
+        self._next = 0  # round-robin position over backends
+        self._delayed: list[tuple[float, int, Lane]] = []  # lanes waiting out a backoff, by due time
         self._urgent: collections.deque[Callable[[], None]] = collections.deque()
         # Only live lanes: a lane that is idle and clean is retired, so memory and the scans below grow with the
         # sessions that have work or uncommitted writes, not with every session ever seen. For backends that open
         # sessions, the ids already opened are kept (a set of strings) so that open runs once per session.
         self._lanes: dict[tuple[int, str], Lane] = {}
         self._opened: dict[int, set[str]] = {}
+        self._seq = itertools.count(1)
         self._max_pending = max_pending
         self._pending = 0
         self._waiters = 0
-        self._delivered = 0
-        self._committed = 0
-        self._failed = 0
+        self._counts = collections.Counter[str]()
         self._failures: collections.deque[Failure] = collections.deque(maxlen=FAILURES_KEPT)
         self._observers = observers
         self._warned: dict[str, tuple[float, int]] = {}
+        self._retry = retry
+        self._journal = journal
+        self._clock = clock
+        self._rng = rng or random.Random()
         self._closed = False
         self._stopping = False
         self._threads = [
@@ -109,6 +149,7 @@ class Scheduler:
         """Append one operation to the lane of ``session`` on each of ``backends``, all or nothing."""
         n = len(backends)
         sid = session.id
+        journal = self._journal
         with self._lock:
             if self._closed:
                 raise MemoryClosed("this Memory is closed; it accepts no new writes")
@@ -117,13 +158,20 @@ class Scheduler:
                     f"{self._pending} operations are pending (max_pending={self._max_pending}); nothing was accepted"
                 )
             for backend in backends:
-                lane = self._lanes.get((backend.index, sid))
-                if lane is None:
-                    lane = self._lanes[(backend.index, sid)] = Lane(backend, session)
-                    lane.opened = sid in self._opened.get(backend.index, ())
+                lane = self._lane(backend, session)
                 lane.accepted += 1
-                self._append(lane, (kind, payload, lane.accepted))
+                seq = next(self._seq)
+                if journal is not None:
+                    journal.append(seq, backend.name, session, kind, payload)
+                self._append(lane, (kind, payload, lane.accepted, seq))
             self._pending += n
+
+    def _lane(self, backend: Backend, session: Session) -> Lane:
+        lane = self._lanes.get((backend.index, session.id))
+        if lane is None:
+            lane = self._lanes[(backend.index, session.id)] = Lane(backend, session)
+            lane.opened = session.id in self._opened.get(backend.index, ())
+        return lane
 
     def request_commit(self, backends: Iterable[Backend], session_id: str) -> int:
         """Queue a commit of ``session_id`` on each backend where it is dirty and not already covered (G4).
@@ -138,21 +186,58 @@ class Scheduler:
                     queued += self._queue_commit(lane)
         return queued
 
-    def _queue_commit(self, lane: Lane) -> int:
-        if lane.accepted <= max(lane.committed, lane.commit_target):
+    def _queue_commit(self, lane: Lane, *, force: bool = False) -> int:
+        if not force and lane.accepted <= max(lane.committed, lane.commit_target):
             return 0
         lane.commit_target = lane.accepted
-        self._append(lane, (COMMIT, None, lane.accepted))
+        seq = next(self._seq)
+        if self._journal is not None:
+            self._journal.append(seq, lane.backend.name, lane.session, COMMIT, None)
+        self._append(lane, (COMMIT, None, lane.accepted, seq))
         self._pending += 1
         return 1
 
-    def _append(self, lane: Lane, op: tuple[str, Any, int]) -> None:
+    def _append(self, lane: Lane, op: Op) -> None:
         lane.ops.append(op)
         lane.enqueued += 1
         if not lane.scheduled:
             lane.scheduled = True
-            self._ready.append(lane)
+            self._ready[lane.backend.index].append(lane)
             self._work.notify()
+
+    def replay(self, entries: list[Entry]) -> int:
+        """Queue journaled operations left by a process that is gone, in their order (they are journaled already).
+        A replayed commit runs even if nothing new is written: the journal says it was asked for and never done."""
+        by_name = {b.name: b for b in self._backends}
+        with self._lock:
+            for entry in entries:
+                backend = by_name[entry.backend]
+                lane = self._lane(backend, entry.session)
+                if entry.kind == COMMIT:
+                    if lane.commit_target >= lane.accepted and lane.ops and lane.ops[-1][0] == COMMIT:
+                        self._journal_ack(entry.seq)  # a second commit in a row covers nothing new
+                        continue
+                    lane.commit_target = lane.accepted
+                else:
+                    lane.accepted += 1
+                self._append(lane, (entry.kind, entry.payload, lane.accepted, entry.seq))
+                self._pending += 1
+                self._counts["replayed"] += 1
+            if entries:
+                self._seq = itertools.count(max(e.seq for e in entries) + 1)
+        if self._observers:
+            for entry in entries:
+                self._observers.emit(
+                    Event(kind="replayed", backend=entry.backend, operation=entry.kind, session_id=entry.session.id)
+                )
+        return len(entries)
+
+    def next_seq(self) -> int:
+        """The next journal sequence number this scheduler would use (for claiming journal rows before start)."""
+        with self._lock:
+            value = next(self._seq)
+            self._seq = itertools.count(value)
+            return value
 
     def run_urgent(self, task: Callable[[], None]) -> None:
         """Run ``task`` on a recall worker, ahead of any lane work."""
@@ -165,24 +250,51 @@ class Scheduler:
     def _lane_worker(self) -> None:
         while True:
             with self._lock:
-                while not self._ready and not self._stopping:
-                    self._work.wait()
-                if self._stopping:
-                    return
-                lane = self._ready.popleft()
+                while True:
+                    if self._stopping:
+                        return
+                    lane = self._pick()
+                    if lane is not None:
+                        break
+                    self._work.wait(self._until_next_due())
                 op = lane.ops.popleft()
+                if lane.attempts == 0:
+                    lane.first_try = self._clock()
             error = self._execute(lane, op)
             self._finish(lane, op, error)
 
-    def _execute(self, lane: Lane, op: tuple[str, Any, int]) -> BaseException | None:
-        kind, payload, _ = op
+    def _pick(self) -> Lane | None:
+        """The next lane to run (under the lock): due backoffs first become ready, then round-robin over backends
+        that are under their share of the workers."""
+        delayed = self._delayed
+        if delayed:
+            now = self._clock()
+            while delayed and delayed[0][0] <= now:
+                lane = heapq.heappop(delayed)[2]
+                self._ready[lane.backend.index].append(lane)
+        n = len(self._ready)
+        for k in range(n):
+            i = (self._next + k) % n
+            if self._ready[i] and self._in_flight[i] < self._share:
+                self._next = (i + 1) % n
+                self._in_flight[i] += 1
+                return self._ready[i].popleft()
+        return None
+
+    def _until_next_due(self) -> float | None:
+        if not self._delayed:
+            return None
+        return max(self._delayed[0][0] - self._clock(), 0.0)
+
+    def _execute(self, lane: Lane, op: Op) -> BaseException | None:
+        kind, payload = op[0], op[1]
         backend = lane.backend
         try:
             if not lane.opened:
                 if "open_session" in backend.capabilities:
                     backend.call("memcore_open_session", session=lane.session)
                 lane.opened = True
-            if kind is COMMIT:
+            if kind == COMMIT:
                 backend.call("memcore_commit", session=lane.session)
             else:
                 backend.call(_HOOKS[kind], session=lane.session, **{_ARG[kind]: payload})
@@ -190,43 +302,73 @@ class Scheduler:
             return exc
         return None
 
-    def _finish(self, lane: Lane, op: tuple[str, Any, int], error: BaseException | None) -> None:
+    def _finish(self, lane: Lane, op: Op, error: BaseException | None) -> None:
         kind = op[0]
+        if error is not None and is_transient(error) and self._retry_later(lane, op, error):
+            return
         failure = None
         if error is not None:
             failure = Failure(backend=lane.backend.name, operation=kind, session_id=lane.session.id, error=repr(error))
             self._warn(failure)
-        if self._observers:  # before the operation counts as finished, so flush() returns after observers heard
-            self._observers.emit(
-                Event(
-                    kind="failed" if failure else ("committed" if kind is COMMIT else "delivered"),
-                    backend=lane.backend.name,
-                    operation=kind,
-                    session_id=lane.session.id,
-                    error=failure.error if failure else None,
-                )
-            )
+        self._emit("failed" if failure else ("committed" if kind == COMMIT else "delivered"), lane, kind, failure)
+        journal = self._journal
+        if journal is not None:
+            if failure is None:
+                journal.ack(op[3])
+            else:
+                journal.fail(op[3], failure.error)
         with self._lock:
+            self._in_flight[lane.backend.index] -= 1
             lane.completed += 1
+            lane.attempts = 0
             self._pending -= 1
             if failure is not None:
-                self._failed += 1
+                self._counts["failed"] += 1
                 self._failures.append(failure)
-                if kind is COMMIT:  # the session stays dirty; a later boundary or close() commits again
-                    queued = [e for k, _, e in lane.ops if k is COMMIT]
+                if kind == COMMIT:  # the session stays dirty; a later boundary or close() commits again
+                    queued = [o[2] for o in lane.ops if o[0] == COMMIT]
                     lane.commit_target = max([lane.committed, *queued])
-            elif kind is COMMIT:
+            elif kind == COMMIT:
                 lane.committed = max(lane.committed, op[2])
-                self._committed += 1
+                self._counts["committed"] += 1
             else:
-                self._delivered += 1
-            if lane.ops:
-                self._ready.append(lane)
-            else:
-                lane.scheduled = False
-                self._retire_if_clean(lane)
+                self._counts["delivered"] += 1
+            self._requeue(lane)
             if self._waiters:
                 self._progress.notify_all()
+
+    def _retry_later(self, lane: Lane, op: Op, error: BaseException) -> bool:
+        """Put ``op`` back at the head of its lane to run after a backoff; False if its deadline is spent."""
+        retry_after = error.retry_after if isinstance(error, TransientError) else None
+        with self._lock:
+            attempt = lane.attempts + 1
+            delay = self._retry.delay(attempt, retry_after, self._rng)
+            due = self._clock() + delay
+            if self._stopping:  # closing: leave it pending (in the journal, if there is one)
+                lane.ops.appendleft(op)
+                self._in_flight[lane.backend.index] -= 1
+                return True
+            if due > lane.first_try + self._retry.deadline:
+                return False
+            lane.attempts = attempt
+            lane.ops.appendleft(op)
+            self._in_flight[lane.backend.index] -= 1
+            heapq.heappush(self._delayed, (due, op[3], lane))
+            self._counts["retried"] += 1
+            self._work.notify()  # a waiting worker recomputes when to wake
+            if self._ready[lane.backend.index]:
+                self._work.notify()
+        self._emit("retried", lane, op[0], None, repr(error))
+        return True
+
+    def _requeue(self, lane: Lane) -> None:
+        """After an operation of ``lane`` finished (under the lock): run the next one, or let the lane go idle."""
+        if lane.ops:
+            self._ready[lane.backend.index].append(lane)
+        else:
+            lane.scheduled = False
+            self._retire_if_clean(lane)
+        self._work.notify()  # a worker may have skipped work because this backend was at its share
 
     def _retire_if_clean(self, lane: Lane) -> None:
         """Forget an idle lane with nothing left to commit (under the lock); a later write starts a fresh one."""
@@ -235,6 +377,23 @@ class Scheduler:
         del self._lanes[(lane.backend.index, lane.session.id)]
         if lane.opened and "open_session" in lane.backend.capabilities:
             self._opened.setdefault(lane.backend.index, set()).add(lane.session.id)
+
+    def _journal_ack(self, seq: int) -> None:
+        if self._journal is not None:
+            self._journal.ack(seq)
+
+    def _emit(self, kind: str, lane: Lane, operation: str, failure: Failure | None, error: str | None = None) -> None:
+        # Before the operation counts as finished, so flush() returns after observers heard.
+        if self._observers:
+            self._observers.emit(
+                Event(
+                    kind=kind,
+                    backend=lane.backend.name,
+                    operation=operation,
+                    session_id=lane.session.id,
+                    error=failure.error if failure else error,
+                )
+            )
 
     def _warn(self, failure: Failure) -> None:
         """Log a failure as a warning, at most once per WARN_EVERY seconds per backend, with the count held back."""
@@ -294,7 +453,7 @@ class Scheduler:
             if self._closed:
                 return
             self._closed = True
-            for lane in self._lanes.values():
+            for lane in list(self._lanes.values()):
                 if "commit" in lane.backend.capabilities:
                     self._queue_commit(lane)
 
@@ -302,16 +461,23 @@ class Scheduler:
         with self._lock:
             return {lane.backend.index for lane in self._lanes.values() if lane.scheduled}
 
-    def stop(self, timeout: float) -> None:
-        """Let workers exit once their current operation returns; what is still queued stays pending."""
+    def stop(self, timeout: float) -> list[tuple[Lane, Op]]:
+        """Let workers exit once their current operation returns; returns what is left queued (still pending)."""
         with self._lock:
             self._stopping = True
             self._work.notify_all()
             self._urgent_ready.notify_all()
+            left = [(lane, op) for lane in self._lanes.values() for op in lane.ops]
         deadline = time.monotonic() + max(timeout, 0.0)
         for thread in self._threads:
             if thread is not threading.current_thread():
                 thread.join(max(deadline - time.monotonic(), 0.0))
+        return left
+
+    def emit_dropped(self, left: list[tuple[Lane, Op]]) -> None:
+        """Tell observers about operations abandoned at close with no journal to keep them."""
+        for lane, op in left:
+            self._emit("dropped", lane, op[0], None, "left pending at close, with no journal")
 
     @property
     def closed(self) -> bool:
@@ -325,10 +491,12 @@ class Scheduler:
     def report(self, **extra: Any) -> Report:
         with self._lock:
             return Report(
-                delivered=self._delivered,
-                committed=self._committed,
-                failed=self._failed,
+                delivered=self._counts["delivered"],
+                committed=self._counts["committed"],
+                failed=self._counts["failed"],
                 pending=self._pending,
+                retried=self._counts["retried"],
+                replayed=self._counts["replayed"],
                 failures=tuple(self._failures),
                 **extra,
             )
