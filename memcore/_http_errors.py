@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import re
 import time
@@ -12,6 +13,10 @@ from contextlib import contextmanager
 import httpx
 
 from ._errors import MemcoreError, TransientError
+
+#: 4xx statuses worth retrying: 408 Request Timeout (the service timed out waiting; G9 counts timeouts as
+#: transient) and 429 Too Many Requests (honouring Retry-After). Every other 4xx is final.
+TRANSIENT_4XX = frozenset({408, 429})
 
 __all__ = [
     "HTTPStatusError",
@@ -32,7 +37,7 @@ _DELTA_SECONDS = re.compile(r"-?\d+(\.\d+)?")
 
 
 class HTTPStatusError(MemcoreError):
-    """A 4xx answer other than 429: final for the operation, retrying would not change it.
+    """A 4xx answer other than 408 and 429: final for the operation, retrying would not change it.
 
     Keeps only what is safe to log: the status, the method, the URL path (never the query string or any header) and
     a short excerpt of the body. ``str()`` and ``repr()`` are built from those alone.
@@ -52,7 +57,7 @@ class HTTPStatusError(MemcoreError):
 def raise_for_status(response: httpx.Response) -> httpx.Response:
     """Return ``response`` if it succeeded (below 400); raise what memcore makes of it otherwise.
 
-    429 and 5xx raise :class:`memcore.TransientError` with ``retry_after`` from the Retry-After header; any other 4xx
+    408, 429 and 5xx raise :class:`memcore.TransientError` with ``retry_after`` from the Retry-After header; any other 4xx
     raises :class:`HTTPStatusError`. Use this rather than ``response.raise_for_status()``: httpx's own message holds
     the full URL, query string (and any key in it) included.
     """
@@ -61,7 +66,7 @@ def raise_for_status(response: httpx.Response) -> httpx.Response:
         return response
     method, path = _request_line(response)
     excerpt = _excerpt(response)
-    if status == 429 or status >= 500:
+    if status in TRANSIENT_4XX or status >= 500:
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
         raise TransientError(_describe(method, path, status, excerpt), retry_after=retry_after)
     raise HTTPStatusError(status, method, path, excerpt)
@@ -85,10 +90,10 @@ def mapped() -> Iterator[None]:
 
 def is_transient(exc: BaseException) -> bool:
     """Whether memcore would retry ``exc``: a :class:`memcore.TransientError`, an httpx timeout, network or remote
-    protocol error, httpx's own status error for 429 or 5xx, or Python's ``TimeoutError`` / ``ConnectionError``."""
+    protocol error, httpx's own status error for 408, 429 or 5xx, or Python's ``TimeoutError`` / ``ConnectionError``."""
     if isinstance(exc, httpx.HTTPStatusError):
         status = exc.response.status_code
-        return status == 429 or status >= 500
+        return status in TRANSIENT_4XX or status >= 500
     return isinstance(exc, (TransientError, TimeoutError, ConnectionError, *_TRANSPORT_ERRORS))
 
 
@@ -102,10 +107,10 @@ def parse_retry_after(value: str | None, *, now: Callable[[], float] = time.time
         return max(0.0, float(value))
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError, OverflowError):
+    except (TypeError, ValueError, IndexError, OverflowError):  # which one depends on the Python version
         return None
-    if when is None:  # Python 3.10 returns None for some malformed dates
-        return None  # type: ignore[unreachable]
+    if when.tzinfo is None:  # "-0000": UTC, with no claim about the local zone
+        when = when.replace(tzinfo=datetime.timezone.utc)
     return max(0.0, when.timestamp() - now())
 
 
@@ -131,14 +136,18 @@ def redact_headers(headers: Mapping[str, str] | httpx.Headers) -> dict[str, str]
 
 
 def redact_url(url: str | httpx.URL) -> str:
-    """``url`` fit for logs and reprs: a password in it and secret-named query parameters become ``***``."""
-    url = httpx.URL(url)
-    if url.password:
-        url = url.copy_with(password=REDACTED)
-    if any(_is_secret(name) for name in url.params):
-        params = [(name, REDACTED if _is_secret(name) else value) for name, value in url.params.multi_items()]
-        url = url.copy_with(params=params)
-    return str(url)
+    """``url`` fit for logs and reprs: a password in it and the values of secret-named query parameters (``api_key``,
+    ``token``...) become ``***``; the rest is kept as it was."""
+    parts = urllib.parse.urlsplit(str(url))
+    netloc = parts.netloc
+    userinfo, at, host = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.split(':', 1)[0]}:{REDACTED}@{host}"
+    query = "&".join(
+        f"{name}={REDACTED}" if eq and _is_secret(urllib.parse.unquote_plus(name)) else f"{name}{eq}{value}"
+        for name, eq, value in (item.partition("=") for item in parts.query.split("&"))
+    )
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def _is_secret(name: str) -> bool:
@@ -149,7 +158,7 @@ def _is_secret(name: str) -> bool:
 def _describe(method: str, path: str, status: int, excerpt: str) -> str:
     where = f"{method} {path} -> " if method else ""
     reason = httpx.codes.get_reason_phrase(status)
-    return f"{where}{status} {reason}" + (f": {excerpt}" if excerpt else "")
+    return f"{where}{status}" + (f" {reason}" if reason else "") + (f": {excerpt}" if excerpt else "")
 
 
 def _request_line(source: httpx.Response | httpx.RequestError) -> tuple[str, str]:
@@ -158,7 +167,12 @@ def _request_line(source: httpx.Response | httpx.RequestError) -> tuple[str, str
         request = source.request
     except RuntimeError:  # a response or an error built without its request
         return "", ""
-    return request.method, request.url.raw_path.split(b"?", 1)[0].decode("ascii", "replace")
+    return request.method, wire_path(request)
+
+
+def wire_path(request: httpx.Request) -> str:
+    """The path of ``request`` as sent (percent-encoded), without the query string."""
+    return request.url.raw_path.split(b"?", 1)[0].decode("ascii", "replace")
 
 
 def _excerpt(response: httpx.Response) -> str:

@@ -298,13 +298,15 @@ class Memory:
         return attrs.evolve(report, journaled=report.pending if self._journal is not None else 0)
 
     def _after_fork_in_child(self) -> None:
-        """A forked child starts with empty lanes and its own journal identity; the parent's work stays the
-        parent's (its pending operations are in the parent's lanes and journal rows, not the child's)."""
-        journal = self._journal
-        if journal is not None:
-            _inherited.append(journal)  # never used nor closed in the child: the parent owns its connection
-            self._journal = Journal(journal.path, durability="sync" if journal.sync_each else "group")
-        self._scheduler = Scheduler(journal=self._journal, **self._config)
+        """A forked child starts with empty lanes, fresh workers and no journal: the parent's work stays the
+        parent's (its pending operations are in the parent's lanes and journal rows). The child does not touch the
+        journal because SQLite state inherited through fork() must not be used (nor a new connection opened beside
+        it); a child that needs a journal creates its own Memory."""
+        if self._journal is not None:
+            _inherited.append(self._journal)  # never used nor closed in the child: the parent owns its connection
+            self._journal = None
+            self._sync_each = False
+        self._scheduler = Scheduler(journal=None, **self._config)
         self._close_lock = threading.Lock()
 
     def _at_exit(self) -> None:

@@ -148,7 +148,6 @@ class Scheduler:
     def submit(self, backends: tuple[Backend, ...], session: Session, kind: str, payload: Any) -> None:
         """Append one operation to the lane of ``session`` on each of ``backends``, all or nothing."""
         n = len(backends)
-        sid = session.id
         journal = self._journal
         with self._lock:
             if self._closed:

@@ -50,6 +50,7 @@ class RecordingBackend:
         self.recall_done = threading.Event()
         self.closed = threading.Event()
         self._in_flight: dict[str, int] = {}
+        self._failed: set[int] = set()  # ids of log entries whose call raised
         self._guard = threading.Lock()  # test instrumentation only, not backend logic
 
     # -- test controls ----------------------------------------------------------------------------------------
@@ -68,7 +69,16 @@ class RecordingBackend:
         self.failures.setdefault(hook, []).extend(errors)
 
     def calls(self, hook: str, session_id: str | None = None) -> list[Any]:
-        return [p for h, sid, p in list(self.log) if h == hook and (session_id is None or sid == session_id)]
+        """Payloads of the calls of ``hook`` that succeeded, in the order they started."""
+        return [
+            e[2]
+            for e in list(self.log)
+            if e[0] == hook and (session_id is None or e[1] == session_id) and id(e) not in self._failed
+        ]
+
+    def attempts(self, hook: str, session_id: str | None = None) -> int:
+        """How many calls of ``hook`` started, failed ones included."""
+        return sum(1 for h, sid, _ in list(self.log) if h == hook and (session_id is None or sid == session_id))
 
     def texts(self, session_id: str) -> list[str]:
         """Contents written to ``session_id``, in arrival order."""
@@ -86,7 +96,8 @@ class RecordingBackend:
                 self._in_flight[sid] = self._in_flight.get(sid, 0) + 1
                 if self._in_flight[sid] > 1:
                     self.violations.append(f"{hook} of {sid} overlapped another call of that session")
-            self.log.append((hook, sid, payload))
+            entry = (hook, sid, payload)
+            self.log.append(entry)
         try:
             for gate in list(self.gates):
                 if gate.match(hook, sid, payload):
@@ -95,6 +106,7 @@ class RecordingBackend:
             if errors:
                 raise errors.pop(0)
         except BaseException:
+            self._failed.add(id(entry))
             self._leave(hook, sid)
             raise
 
