@@ -58,8 +58,8 @@ def raise_for_status(response: httpx.Response) -> httpx.Response:
     """Return ``response`` if it succeeded (below 400); raise what memcore makes of it otherwise.
 
     408, 429 and 5xx raise :class:`memcore.TransientError` with ``retry_after`` from the Retry-After header; any
-    other 4xx raises :class:`HTTPStatusError`. Use this rather than ``response.raise_for_status()``: httpx's own message holds
-    the full URL, query string (and any key in it) included.
+    other 4xx raises :class:`HTTPStatusError`. Use this rather than ``response.raise_for_status()``: httpx's own
+    message holds the full URL, query string (and any key in it) included.
     """
     status = response.status_code
     if status < 400:
