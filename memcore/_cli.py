@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Iterator
 
 from . import __version__
-from ._commands import UsageError, cmd_backends, cmd_demo, cmd_recall, cmd_replay
+from ._commands import UsageError, cmd_backends, cmd_demo, cmd_pending, cmd_recall, cmd_replay, cmd_retry
 from ._errors import InvalidContent, InvalidSessionId, InvalidSwitch, MemcoreError, UnknownBackend
 from ._replay import ScriptError
 
@@ -161,6 +161,37 @@ def build_parser() -> argparse.ArgumentParser:
         ["memcore backends", "memcore backends --json"],
     )
     backends.add_argument("--json", action="store_true", help="print the listing as JSON")
+
+    journal_help = "the journal file (default: $MEMCORE_HOME/journal.sqlite3)"
+    pending = _command(
+        sub,
+        "pending",
+        cmd_pending,
+        "list what the journal holds: operations not yet delivered, and those that failed",
+        "Lists the journal's operations per backend and session: 'pending' ones are queued in a running\n"
+        "process or were left by one that stopped (the next Memory with that backend replays them, in order);\n"
+        "'failed' ones failed for good, with their last error ('memcore retry' re-queues them).",
+        ["memcore pending", "memcore pending --json"],
+    )
+    pending.add_argument("--journal", metavar="FILE", help=journal_help)
+    pending.add_argument("--json", action="store_true", help="print the listing as JSON")
+
+    retry = _command(
+        sub,
+        "retry",
+        cmd_retry,
+        "re-queue operations that failed for good",
+        "Marks the journal's failed operations pending again, in their order, so that the next Memory that\n"
+        "starts with their backend delivers them. With --deliver, starts one now (with --backend/--path) and\n"
+        "reports what it delivered.",
+        ["memcore retry", "memcore retry --only-backend openviking --deliver --backend openviking"],
+        store,
+    )
+    retry.add_argument("--journal", metavar="FILE", help=journal_help)
+    retry.add_argument("--only-backend", dest="backend_key", metavar="KEY", help="only this backend (as listed)")
+    retry.add_argument("--session", metavar="ID", help="only this session")
+    retry.add_argument("--deliver", action="store_true", help="deliver them now instead of at the next start")
+    retry.add_argument("--timeout", type=_seconds, default=30.0, metavar="SECONDS", help="for --deliver (30)")
     return parser
 
 

@@ -1,4 +1,4 @@
-"""The commands of the ``memcore`` command line: demo, replay, recall and backends."""
+"""The commands of the ``memcore`` command line: demo, replay, recall, backends, pending and retry."""
 
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ import attrs
 from . import _plugins as registry
 from . import _validate as check
 from ._errors import BackendLoadError
-from ._memory import Memory
-from ._output import backends_text, recall_table, report_lines, script_summary, stats_line
+from ._journal import pending, requeue_failed
+from ._memory import JOURNAL_FILE, Memory
+from ._output import backends_text, pending_table, recall_table, report_lines, script_summary, stats_line
 from ._paths import memcore_home
 from ._player import Recalled, play
 from ._records import Report
@@ -176,7 +177,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _out(f"  {script_summary(script, DEFAULT_SESSION)}")
     _out(f"  database: {path} (made afresh on every run; your own memories are not touched)")
     _out()
-    memory = Memory(backends=["sqlite"], settings={"sqlite": {"path": str(path)}}, plugins=[])
+    # No journal: the demo's store is made afresh each run, so there is nothing for a journal to keep.
+    memory = Memory(backends=["sqlite"], settings={"sqlite": {"path": str(path)}}, plugins=[], journal=False)
     recalled, report, elapsed = run_script(memory, script, session_id=DEFAULT_SESSION, quiet=args.quiet)
     return print_results(recalled, report, elapsed, path)
 
@@ -191,7 +193,7 @@ def cmd_recall(args: argparse.Namespace) -> int:
     store = sqlite_path(args)
     if store is not None and not store.exists():
         raise UsageError(f"no memory store at {store} yet (replay an event log into it first, or give --path)")
-    memory = Memory(backends=names, settings=settings)
+    memory = Memory(backends=names, settings=settings, journal=False)  # reads only: never replays the journal
     try:
         found = memory.recall(args.query, limit=args.limit, timeout=args.timeout)
     finally:
@@ -233,3 +235,41 @@ def cmd_backends(args: argparse.Namespace) -> int:
     else:
         _out(backends_text(found[0], found[1], groups))
     return 0
+
+
+# -- the journal: pending and retry -----------------------------------------------------------------------------------
+
+
+def journal_path(args: argparse.Namespace) -> Path:
+    path = Path(args.journal).expanduser() if args.journal else memcore_home() / JOURNAL_FILE
+    if not path.exists():
+        raise UsageError(f"no journal at {path} (memcore writes one there once a Memory has accepted work)")
+    return path
+
+
+def cmd_pending(args: argparse.Namespace) -> int:
+    groups = pending(journal_path(args))
+    if args.json:
+        _out(json.dumps([attrs.asdict(g) for g in groups], indent=2, ensure_ascii=False))
+        return 0
+    if not groups:
+        _out("The journal holds nothing: every accepted operation was delivered.")
+        return 0
+    _out(pending_table(groups))
+    return 0
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    path = journal_path(args)
+    count = requeue_failed(path, backend=args.backend_key, session_id=args.session)
+    if not count:
+        _out("No failed operations to retry.")
+        return 0
+    _out(f"Re-queued {count} failed operation(s); the next Memory that starts with their backend delivers them.")
+    if not args.deliver:
+        return 0
+    names, settings = store_options(args)
+    memory = Memory(backends=names, settings=settings, journal=path)
+    report = memory.close(timeout=args.timeout)
+    _out("Delivered now: " + report_lines(report, report.elapsed)[0])
+    return 0 if report.ok else 1

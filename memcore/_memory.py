@@ -135,7 +135,7 @@ class Memory:
         )
         self._scheduler = Scheduler(journal=self._journal, **self._config)
         if self._journal is not None:
-            entries = self._journal.claim(self.backends, self._scheduler.next_seq())
+            entries = self._journal.claim([b.key for b in self._backends], self._scheduler.next_seq())
             if entries:
                 log.info("memcore: replaying %d operations from %s", len(entries), self._journal.path)
                 self._scheduler.replay(entries)

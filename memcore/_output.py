@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ._journal import PendingGroup
 from ._records import Recollection, Report
 from ._replay import End, NoteEvent, RecallEvent, Script, Switch, Turn
 from ._table import table, terminal_width
@@ -72,6 +74,17 @@ def report_lines(report: Report, elapsed: float) -> list[str]:
         f"Report: delivered {report.delivered}, committed {report.committed}, failed {report.failed}, "
         f"pending {report.pending}, elapsed {elapsed:.2f} s" + (" (timed out)" if report.timed_out else "")
     ]
+    extra = [
+        f"{name} {n}"
+        for name, n in (
+            ("retried", report.retried),
+            ("replayed", report.replayed),
+            ("kept in the journal", report.journaled),
+        )
+        if n
+    ]
+    if extra:
+        lines.append("  " + ", ".join(extra))
     lines += [f"  skipped backend {name}: {why}" for name, why in report.skipped_backends.items()]
     for failure in report.failures[:FAILURES_SHOWN]:
         sid = f" of session {failure.session_id!r}" if failure.session_id else ""
@@ -107,3 +120,21 @@ def backends_text(
             out += ["  " + line for line in body.splitlines()]
         out.append("")
     return "\n".join(out).rstrip("\n")
+
+
+def pending_table(groups: Sequence[PendingGroup]) -> str:
+    """What ``memcore pending`` prints: one row per backend, session and status."""
+    rows = [
+        [
+            g.backend,
+            g.session_id,
+            g.status + ("" if g.status == "failed" else (" (running)" if g.owner_running else " (replays at start)")),
+            str(g.operations),
+            g.kinds,
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(g.oldest)),
+            " ".join((g.last_error or "").split())[:80],
+        ]
+        for g in groups
+    ]
+    headers = ["BACKEND", "SESSION", "STATUS", "OPS", "KINDS", "OLDEST", "LAST ERROR"]
+    return table(headers, rows, width=terminal_width(), limits=(30, 24), right=(3,))

@@ -114,12 +114,16 @@ def register(pm: pluggy.PluginManager, plugin: Any, *, backend: bool) -> str:
 class Backend:
     """A registered backend: its name, capabilities, and hook callers that reach only it (plus observer wrappers)."""
 
-    __slots__ = ("_callers", "capabilities", "index", "name", "plugin")
+    __slots__ = ("_callers", "capabilities", "index", "key", "name", "plugin")
 
     def __init__(self, pm: pluggy.PluginManager, plugin: Any, name: str, index: int, others: Iterable[Any]):
         self.plugin = plugin
         self.name = name
         self.index = index
+        # What the journal files this backend's operations under: its ``journal_key`` if it has one (the SQLite
+        # backend adds its database path, so two stores never replay into each other), else its name.
+        key = getattr(plugin, "journal_key", None)
+        self.key = key if isinstance(key, str) and key else name
         self.capabilities = capabilities(plugin)
         others = [p for p in others if p is not plugin]
         self._callers = {

@@ -161,7 +161,7 @@ class Scheduler:
                 lane.accepted += 1
                 seq = next(self._seq)
                 if journal is not None:
-                    journal.append(seq, backend.name, session, kind, payload)
+                    journal.append(seq, backend.key, session, kind, payload)
                 self._append(lane, (kind, payload, lane.accepted, seq))
             self._pending += n
 
@@ -191,7 +191,7 @@ class Scheduler:
         lane.commit_target = lane.accepted
         seq = next(self._seq)
         if self._journal is not None:
-            self._journal.append(seq, lane.backend.name, lane.session, COMMIT, None)
+            self._journal.append(seq, lane.backend.key, lane.session, COMMIT, None)
         self._append(lane, (COMMIT, None, lane.accepted, seq))
         self._pending += 1
         return 1
@@ -207,10 +207,10 @@ class Scheduler:
     def replay(self, entries: list[Entry]) -> int:
         """Queue journaled operations left by a process that is gone, in their order (they are journaled already).
         A replayed commit runs even if nothing new is written: the journal says it was asked for and never done."""
-        by_name = {b.name: b for b in self._backends}
+        by_key = {b.key: b for b in self._backends}
         with self._lock:
             for entry in entries:
-                backend = by_name[entry.backend]
+                backend = by_key[entry.backend]
                 lane = self._lane(backend, entry.session)
                 if entry.kind == COMMIT:
                     if lane.commit_target >= lane.accepted and lane.ops and lane.ops[-1][0] == COMMIT:

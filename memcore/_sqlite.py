@@ -93,6 +93,11 @@ class SQLiteBackend:
     def __repr__(self) -> str:
         return f"SQLiteBackend(path={str(self.path)!r})"
 
+    @property
+    def journal_key(self) -> str:
+        """The journal files operations for this store under its name and its database file."""
+        return f"{self.name}:{self.path.resolve()}"
+
     def _db(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
