@@ -120,13 +120,19 @@ class Journal:
         self._appended = 0  # buffer generations: how many appends were made
         self._durable = 0  # ... and how many of them are on disk
         self._stopping = False
+        self._reader: sqlite3.Connection | None = None  # used by one reloading worker at a time (read_spilled)
         self._thread = threading.Thread(target=self._writer, name="memcore-journal", daemon=True)
         self._thread.start()
 
     # -- buffer (any thread) ---------------------------------------------------------------------------------
 
-    def append(self, seq: int, backend: str, session: Session, kind: str, payload: Any) -> None:
-        row = (self.owner, seq, backend, session.id, session.parent_id, kind, payload, time.time())
+    def append(
+        self, seq: int, backend: str, session: Session, kind: str, payload: Any, *, spilled: bool = False
+    ) -> None:
+        """Buffer one accepted operation. ``spilled`` ones are kept only here, not in memory, until
+        :meth:`read_spilled` loads them back (the pending bound was reached: G8)."""
+        status = "spilled" if spilled else "pending"
+        row = (self.owner, seq, backend, session.id, session.parent_id, kind, payload, time.time(), status)
         with self._cond:
             self._inserts[seq] = row
             self._appended += 1
@@ -178,13 +184,14 @@ class Journal:
                 self._cond.notify_all()
 
     def _write(self, inserts: Iterable[tuple[Any, ...]], acks: list[int], fails: list[tuple[str, int]]) -> None:
-        rows = [(*row[:6], encode(row[5], row[6]), row[7]) for row in inserts]
+        rows = [(*row[:6], encode(row[5], row[6]), row[7], row[8]) for row in inserts]
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
             db.executemany(
-                "INSERT OR REPLACE INTO ops (owner, seq, backend, session_id, parent_id, kind, payload, created) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO ops "
+                "(owner, seq, backend, session_id, parent_id, kind, payload, created, status) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
             db.executemany("DELETE FROM ops WHERE owner = ? AND seq = ?", [(self.owner, s) for s in acks])
@@ -213,7 +220,8 @@ class Journal:
             names_marks = ",".join("?" * len(names))
             rows = db.execute(
                 f"SELECT owner, seq, backend, session_id, parent_id, kind, payload FROM ops "
-                f"WHERE owner NOT IN (SELECT owner FROM owners) AND status = 'pending' AND backend IN ({names_marks}) "
+                f"WHERE owner NOT IN (SELECT owner FROM owners) AND status IN ('pending', 'spilled') "
+                f"AND backend IN ({names_marks}) "
                 f"ORDER BY owner, seq",  # owners sort by start time
                 names,
             ).fetchall()
@@ -221,7 +229,8 @@ class Journal:
             for n, (owner, seq, backend, sid, parent, kind, payload) in enumerate(rows):
                 new_seq = first_seq + n
                 db.execute(
-                    "UPDATE ops SET owner = ?, seq = ? WHERE owner = ? AND seq = ?", (self.owner, new_seq, owner, seq)
+                    "UPDATE ops SET owner = ?, seq = ?, status = 'pending' WHERE owner = ? AND seq = ?",
+                    (self.owner, new_seq, owner, seq),
                 )
                 session = Session(id=sid, parent_id=parent)
                 entries.append(
@@ -233,6 +242,21 @@ class Journal:
             raise
         return entries
 
+    def read_spilled(self, after: int, limit: int) -> list[Entry]:
+        """The next ``limit`` spilled operations with a sequence number above ``after``, in order (on disk first)."""
+        self.wait_durable()
+        if self._reader is None:
+            self._reader = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        rows = self._reader.execute(
+            "SELECT seq, backend, session_id, parent_id, kind, payload FROM ops "
+            "WHERE owner = ? AND status = 'spilled' AND seq > ? ORDER BY seq LIMIT ?",
+            (self.owner, after, limit),
+        ).fetchall()
+        return [
+            Entry(seq=seq, backend=b, session=Session(id=sid, parent_id=p), kind=k, payload=decode(k, data))
+            for seq, b, sid, p, k, data in rows
+        ]
+
     def close(self, timeout: float) -> bool:
         """Write what is buffered, stop the writer, close the file. False if the writer did not finish in time."""
         with self._cond:
@@ -243,6 +267,8 @@ class Journal:
             return False
         self._db.execute("DELETE FROM owners WHERE owner = ?", (self.owner,))  # what is left is for the next start
         self._db.close()
+        if self._reader is not None:
+            self._reader.close()
         return True
 
 

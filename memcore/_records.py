@@ -87,7 +87,8 @@ class Report:
 
     ``delivered`` counts writes and notes a backend acknowledged, ``committed`` successful commits, ``failed``
     operations that failed for good, ``pending`` operations accepted but not finished (queued, waiting out a backoff
-    or in flight), ``journaled`` how many of those the journal keeps for the next start, ``retried`` transient
+    or in flight), ``spilled`` how many of those wait in the journal only because ``max_pending`` was reached,
+    ``journaled`` how many pending ones the journal keeps for the next start, ``retried`` transient
     failures that were retried, ``replayed`` operations taken over from the journal at start.
     """
 
@@ -96,6 +97,7 @@ class Report:
     failed: int = 0
     pending: int = 0
     journaled: int = 0
+    spilled: int = 0
     retried: int = 0
     replayed: int = 0
     failures: tuple[Failure, ...] = ()

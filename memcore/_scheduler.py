@@ -59,6 +59,7 @@ class Lane:
         "first_try",
         "opened",
         "ops",
+        "queued",
         "scheduled",
         "session",
     )
@@ -70,6 +71,7 @@ class Lane:
         self.scheduled = False  # ready, waiting out a backoff, or running: at most one operation in flight
         self.opened = False
         self.accepted = 0  # writes and notes accepted: the lane's epoch
+        self.queued = 0  # ... of which the ones in memory (the rest are spilled to the journal, to be loaded back)
         self.committed = 0  # epoch covered by the last successful commit
         self.commit_target = 0  # highest epoch a queued or running commit covers
         self.enqueued = 0
@@ -122,7 +124,11 @@ class Scheduler:
         self._opened: dict[int, set[str]] = {}
         self._seq = itertools.count(1)
         self._max_pending = max_pending
-        self._pending = 0
+        self._pending = 0  # operations in lanes (queued, in backoff or in flight)
+        self._spilled = 0  # operations kept only in the journal, waiting to be loaded back (G8)
+        self._spill_high = 0  # sequence number of the last spilled operation
+        self._loaded_seq = 0  # ... and of the last one loaded back
+        self._reloading = False
         self._waiters = 0
         self._counts = collections.Counter[str]()
         self._failures: collections.deque[Failure] = collections.deque(maxlen=FAILURES_KEPT)
@@ -152,7 +158,8 @@ class Scheduler:
         with self._lock:
             if self._closed:
                 raise MemoryClosed("this Memory is closed; it accepts no new writes")
-            if self._pending + n > self._max_pending:
+            spill = bool(self._spilled) or self._pending + n > self._max_pending
+            if spill and journal is None:
                 raise PendingLimitExceeded(
                     f"{self._pending} operations are pending (max_pending={self._max_pending}); nothing was accepted"
                 )
@@ -161,9 +168,13 @@ class Scheduler:
                 lane.accepted += 1
                 seq = next(self._seq)
                 if journal is not None:
-                    journal.append(seq, backend.key, session, kind, payload)
-                self._append(lane, (kind, payload, lane.accepted, seq))
-            self._pending += n
+                    journal.append(seq, backend.key, session, kind, payload, spilled=spill)
+                if spill:
+                    self._spill(seq)
+                else:
+                    lane.queued = lane.accepted
+                    self._append(lane, (kind, payload, lane.accepted, seq))
+                    self._pending += 1
 
     def _lane(self, backend: Backend, session: Session) -> Lane:
         lane = self._lanes.get((backend.index, session.id))
@@ -190,11 +201,53 @@ class Scheduler:
             return 0
         lane.commit_target = lane.accepted
         seq = next(self._seq)
+        spill = bool(self._spilled)  # behind spilled writes, so spilled too: order is kept
         if self._journal is not None:
-            self._journal.append(seq, lane.backend.key, lane.session, COMMIT, None)
-        self._append(lane, (COMMIT, None, lane.accepted, seq))
-        self._pending += 1
+            self._journal.append(seq, lane.backend.key, lane.session, COMMIT, None, spilled=spill)
+        if spill:
+            self._spill(seq)
+        else:
+            self._append(lane, (COMMIT, None, lane.accepted, seq))
+            self._pending += 1
         return 1
+
+    def _spill(self, seq: int) -> None:
+        """Count an operation kept only in the journal (under the lock). From the first spilled operation on, every
+        new one is spilled too until all are loaded back, so that order holds in every lane."""
+        self._spilled += 1
+        self._spill_high = seq
+        if self._pending == 0 and not self._reloading:  # nothing in flight would trigger the load: ask for one
+            self._reloading = True
+            self._urgent.append(self._reload)
+            self._urgent_ready.notify()
+
+    def _reload(self) -> None:
+        """Load spilled operations back into their lanes, in order, up to half the bound (off the lock)."""
+        assert self._journal is not None
+        try:
+            with self._lock:
+                room = max(self._max_pending // 2 - self._pending, 1)
+                after = self._loaded_seq
+            entries = self._journal.read_spilled(after, room)
+        except Exception:
+            log.exception("memcore: spilled operations could not be read back from the journal")
+            entries = []
+        by_key = {b.key: b for b in self._backends}
+        with self._lock:
+            for entry in entries:
+                lane = self._lane(by_key[entry.backend], entry.session)
+                if entry.kind != COMMIT:
+                    lane.queued += 1
+                self._append(lane, (entry.kind, entry.payload, lane.queued, entry.seq))
+                self._pending += 1
+                self._spilled -= 1
+                self._loaded_seq = entry.seq
+            if not entries and self._spilled:
+                log.error("memcore: %d spilled operations were not found in the journal", self._spilled)
+                self._spilled = 0
+            self._reloading = False
+            if self._waiters:
+                self._progress.notify_all()
 
     def _append(self, lane: Lane, op: Op) -> None:
         lane.ops.append(op)
@@ -333,8 +386,13 @@ class Scheduler:
             else:
                 self._counts["delivered"] += 1
             self._requeue(lane)
+            reload = self._spilled and not self._reloading and self._pending <= self._max_pending // 2
+            if reload:
+                self._reloading = True
             if self._waiters:
                 self._progress.notify_all()
+        if reload:
+            self._reload()
 
     def _retry_later(self, lane: Lane, op: Op, error: BaseException) -> bool:
         """Put ``op`` back at the head of its lane to run after a backoff; False if its deadline is spent."""
@@ -432,9 +490,15 @@ class Scheduler:
         """Wait until every operation accepted before this call has finished; False if ``timeout`` passed first."""
         deadline = time.monotonic() + timeout
         with self._lock:
-            targets = [(lane, lane.enqueued) for lane in self._lanes.values() if lane.completed < lane.enqueued]
             self._waiters += 1
             try:
+                spilled_up_to = self._spill_high if self._spilled else 0
+                while self._spilled and self._loaded_seq < spilled_up_to:  # first, until those are loaded back
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    self._progress.wait(remaining)
+                targets = [(lane, lane.enqueued) for lane in self._lanes.values() if lane.completed < lane.enqueued]
                 while True:
                     targets = [(lane, n) for lane, n in targets if lane.completed < n]
                     if not targets:
@@ -493,7 +557,8 @@ class Scheduler:
                 delivered=self._counts["delivered"],
                 committed=self._counts["committed"],
                 failed=self._counts["failed"],
-                pending=self._pending,
+                pending=self._pending + self._spilled,
+                spilled=self._spilled,
                 retried=self._counts["retried"],
                 replayed=self._counts["replayed"],
                 failures=tuple(self._failures),

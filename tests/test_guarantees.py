@@ -420,8 +420,8 @@ def test_g8_threads_are_a_fixed_pool_whatever_the_sessions(make_memory, backend)
     assert threading.active_count() == before + 6  # 3 lane workers, 2 recall workers, the journal writer
 
 
-def test_g8_pending_bound_refuses_with_a_clear_error_and_loses_nothing(make_memory, backend):
-    memory = make_memory(backend, max_pending=10)
+def test_g8_pending_bound_without_journal_refuses_with_a_clear_error_and_loses_nothing(make_memory, backend):
+    memory = make_memory(backend, max_pending=10, journal=False)
     gate = backend.hold("write")
     lc = memory.lifecycle("s1")
     for i in range(10):

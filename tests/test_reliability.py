@@ -137,6 +137,33 @@ def test_g9_recall_of_a_healthy_backend_is_not_delayed_by_hung_writes(make_memor
     gate.release()
 
 
+# -- the pending bound with the journal on: spill (G8) -----------------------------------------------------------
+
+
+def test_g8_past_the_bound_work_spills_to_the_journal_and_comes_back_in_order(make_memory, backend):
+    gate = backend.hold("write", "s0", when=lambda turn: turn[0].content == "s0 0")
+    memory = make_memory(backend, max_pending=10, workers=2)
+    lifecycles = [memory.lifecycle(f"s{k}") for k in range(3)]
+    for i in range(40):
+        for lc in lifecycles:
+            lc.sync_turn(f"{lc.session_id} {i}", "a")  # never refused: past 10 pending, it spills
+        if i % 10 == 9:
+            for lc in lifecycles:
+                lc.end()
+    gate.wait_entered()
+    held = memory.flush(timeout=0)
+    assert held.spilled > 0
+    assert held.pending - held.spilled <= 10  # what sits in memory stays within the bound
+    gate.release()
+    report = drain(memory)
+    assert report.spilled == 0 and report.pending == 0 and report.failed == 0
+    for k in range(3):
+        assert backend.texts(f"s{k}")[::2] == [f"s{k} {i}" for i in range(40)]
+        assert backend.commits(f"s{k}") == 4
+    assert backend.violations == []
+    assert memory.close(timeout=WAIT).ok
+
+
 # -- close and exit (G10) -------------------------------------------------------------------------------------------
 
 
