@@ -52,8 +52,9 @@ class Memory:
     embedded SQLite backend. ``settings`` maps a backend name to the keyword arguments of its class. ``plugins`` lists
     observer plugins (names in the ``memcore.plugins`` group or instances); ``None`` loads every installed one.
     A backend that fails to import or construct is skipped with its reason in ``skipped`` (``strict=True`` or
-    ``MEMCORE_STRICT=1`` raises instead). ``max_pending`` bounds accepted-but-unfinished operations: past it a write
-    raises :class:`~memcore.PendingLimitExceeded` and accepts nothing, so nothing is lost silently.
+    ``MEMCORE_STRICT=1`` raises instead). ``max_pending`` bounds the operations held in memory: past it, with the
+    journal on, new operations spill to the journal and are loaded back in order as the lanes drain; with the journal
+    off, a write raises :class:`~memcore.PendingLimitExceeded` and accepts nothing. Never a silent loss.
 
     Reliability (G9, G10): transient backend failures are retried per ``retry`` (a :class:`~memcore.RetryPolicy`);
     each backend may hold at most ``per_backend_workers`` lane workers (default: its even share of ``workers``).
