@@ -188,10 +188,18 @@ def test_g10_close_with_a_hung_backend_reports_what_the_journal_keeps(make_memor
     assert report.timed_out and report.pending == 4 and report.journaled == 4
     gate.release()
 
+    heard: list[tuple[str, str]] = []
+
+    class Observer:
+        @memcore.hookimpl
+        def memcore_event(self, event: memcore.Event) -> None:
+            heard.append((event.kind, event.operation))
+
     healthy = RecordingBackend()  # the next start replays what was left, in order, and commits once
-    memory2 = make_memory(healthy)
+    memory2 = make_memory(healthy, plugins=[Observer()])
     report2 = drain(memory2)
     assert report2.replayed == 4
+    assert heard.count(("replayed", "write")) == 3 and heard.count(("replayed", "commit")) == 1
     assert healthy.texts("s1") == ["u0", "a", "u1", "a", "u2", "a"]
     assert healthy.commits("s1") == 1
 
