@@ -275,6 +275,7 @@ def test_g10_unusable_journal_is_moved_aside_not_deleted(make_memory, backend, m
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")  # forking one is the point
 def test_g10_forked_child_starts_with_empty_lanes(make_memory, backend):
     gate = backend.hold("write", "parent")
     memory = make_memory(backend)
