@@ -23,8 +23,8 @@ import gc
 import json
 import math
 import os
-import platform
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -33,12 +33,25 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pluggy
+from _common import (
+    BACKEND_LATENCY,
+    CLOSE_TIMEOUT,
+    PhaseClose,
+    SlowBackend,
+    Target,
+    close_phase,
+    gc_counts,
+    gc_state,
+    machine_info,
+    percentile,
+    print_table,
+    print_targets,
+    timer_overhead_ns,
+    verdict,
+)
 
 import memcore
 
-#: Every backend hook takes this long (seconds).
-BACKEND_LATENCY = 0.050
 #: Where the JSON goes unless ``--json`` says otherwise.
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "lifecycle.json"
 USER_TEXT = "user text"
@@ -46,8 +59,6 @@ ASSISTANT_TEXT = "assistant text"
 ROTATING_REASONS = ("new", "branch", "resume", "compress")
 #: Sleep before each timed call in the paced latency rows (seconds).
 PACED_GAP = 0.001
-#: Budget for ``Memory.close`` at the end of a phase (the stop Event is set first, so it needs far less).
-CLOSE_TIMEOUT = 60.0
 
 # Targets.
 SYNC_TURN_P50_US = 10.0
@@ -57,84 +68,7 @@ THREADS_OVER_POOL = 2
 THROUGHPUT_RATIO = 0.9
 
 
-# -- the backend ---------------------------------------------------------------------------------------------------
-
-
-class SlowBackend:
-    """A backend whose every hook takes ``latency`` seconds, until ``stop`` is set (then hooks return at once).
-
-    It counts its calls per hook and the time it actually spent in them, so the benchmark can check that every write
-    arrived and tell the backend's own overshoot apart from memcore's overhead.
-    """
-
-    name = "slow"
-
-    def __init__(self, latency: float = BACKEND_LATENCY) -> None:
-        self.latency = latency
-        self.stop = threading.Event()
-        self._lock = threading.Lock()
-        self.calls: dict[str, int] = {"open_session": 0, "write": 0, "commit": 0, "recall": 0}
-        self.busy_seconds = 0.0  # time spent in calls that waited out their full latency
-        self.full_calls = 0
-
-    def _work(self, hook: str) -> None:
-        start = time.perf_counter()
-        cut_short = self.stop.wait(self.latency)
-        spent = time.perf_counter() - start
-        with self._lock:
-            self.calls[hook] += 1
-            if not cut_short:
-                self.busy_seconds += spent
-                self.full_calls += 1
-
-    @memcore.hookimpl
-    def memcore_open_session(self, session: memcore.Session) -> None:
-        self._work("open_session")
-
-    @memcore.hookimpl
-    def memcore_write(self, session: memcore.Session, messages: Sequence[memcore.Message]) -> None:
-        self._work("write")
-
-    @memcore.hookimpl
-    def memcore_commit(self, session: memcore.Session) -> None:
-        self._work("commit")
-
-    @memcore.hookimpl
-    def memcore_recall(self, query: str, session: memcore.Session | None, limit: int) -> Sequence[memcore.Recollection]:
-        self._work("recall")
-        return []
-
-    def snapshot(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self.calls)
-
-    def mean_call_seconds(self) -> float | None:
-        with self._lock:
-            return self.busy_seconds / self.full_calls if self.full_calls else None
-
-
 # -- results -------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Target:
-    row: str
-    figure: str
-    value: float
-    unit: str
-    op: str  # "<=" or ">="
-    limit: float
-    passed: bool
-
-
-@dataclass
-class PhaseClose:
-    seconds: float
-    delivered: int
-    committed: int
-    failed: int
-    pending: int
-    timed_out: bool
 
 
 @dataclass
@@ -225,45 +159,6 @@ class Results:
 # -- helpers -------------------------------------------------------------------------------------------------------
 
 
-def percentile(sorted_ns: Sequence[int], q: float) -> float:
-    """Nearest-rank percentile of nanosecond samples, in microseconds."""
-    if not sorted_ns:
-        return math.nan
-    rank = max(1, math.ceil(q / 100.0 * len(sorted_ns)))
-    return sorted_ns[min(rank, len(sorted_ns)) - 1] / 1000.0
-
-
-def machine_info() -> dict[str, Any]:
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": affinity,
-        "python_version": platform.python_version(),
-        "python_implementation": platform.python_implementation(),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "switch_interval_s": sys.getswitchinterval(),
-        "gc_threshold": list(gc.get_threshold()),
-        "memcore_version": memcore.__version__,
-        "pluggy_version": pluggy.__version__,
-    }
-
-
-def timer_overhead_ns(rounds: int = 20_000) -> int:
-    """The smallest back-to-back ``perf_counter_ns`` difference: the floor every latency sample includes."""
-    pc = time.perf_counter_ns
-    best = 1 << 62
-    for _ in range(rounds):
-        t0 = pc()
-        t1 = pc()
-        best = min(best, t1 - t0)
-    return best
-
-
-def gc_counts() -> list[int]:
-    return [int(s["collections"]) for s in gc.get_stats()]
-
-
 @contextmanager
 def slow_memory(workers: int, recall_workers: int, max_pending: int) -> Iterator[tuple[memcore.Memory, SlowBackend]]:
     """A Memory on a fresh SlowBackend. On the way out the backend's sleeps are cut short, then the Memory closed."""
@@ -276,38 +171,6 @@ def slow_memory(workers: int, recall_workers: int, max_pending: int) -> Iterator
     finally:
         backend.stop.set()
         memory.close(timeout=CLOSE_TIMEOUT)
-
-
-def close_phase(memory: memcore.Memory, backend: SlowBackend) -> PhaseClose:
-    """Set the stop Event (so pending work drains at once) and close the Memory; record what close reported."""
-    backend.stop.set()
-    start = time.perf_counter()
-    report = memory.close(timeout=CLOSE_TIMEOUT)
-    return PhaseClose(
-        seconds=time.perf_counter() - start,
-        delivered=report.delivered,
-        committed=report.committed,
-        failed=report.failed,
-        pending=report.pending,
-        timed_out=report.timed_out,
-    )
-
-
-@contextmanager
-def gc_state(enabled: bool) -> Iterator[None]:
-    was = gc.isenabled()
-    gc.collect()
-    if enabled:
-        gc.enable()
-    else:
-        gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
-        else:
-            gc.disable()
 
 
 # -- phase 1: caller-side latency ----------------------------------------------------------------------------------
@@ -533,20 +396,6 @@ def run_throughput(*, workers: int, seconds: float, sessions_per_worker: int) ->
 # -- output --------------------------------------------------------------------------------------------------------
 
 
-def verdict(passed: bool | None) -> str:
-    return "info" if passed is None else ("PASS" if passed else "FAIL")
-
-
-def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    line = "  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(headers, widths, strict=True)))
-    print(line)
-    print("-" * len(line))
-    for r in rows:
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))))
-    print()
-
-
 def report_text(res: Results) -> None:
     m = res.machine
     print(
@@ -641,20 +490,7 @@ def report_text(res: Results) -> None:
         )
         means = [f"W={r.workers}: {r.mean_backend_call_ms:.2f} ms" for r in res.throughput if r.mean_backend_call_ms]
         print("   measured mean backend call: " + ", ".join(means) + "\n")
-    print("targets")
-    print_table(
-        ["row", "figure", "value", "target", "result"],
-        [
-            [
-                t.row,
-                t.figure,
-                f"{t.value:.3f}".rstrip("0").rstrip("."),
-                f"{t.op} {t.limit:g} {t.unit}",
-                verdict(t.passed),
-            ]
-            for t in res.targets
-        ],
-    )
+    print_targets(res.targets)
     passed = sum(1 for t in res.targets if t.passed)
     print(f"{passed}/{len(res.targets)} targets passed; total {res.total_seconds:.1f} s")
 
@@ -694,6 +530,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    # The journal is on (the default), as users run it; keep it away from the user's own MEMCORE_HOME.
+    home = tempfile.TemporaryDirectory(prefix="memcore-bench-")
+    os.environ["MEMCORE_HOME"] = home.name
     quick: bool = args.quick
     workers: int = args.workers
     recall_workers: int = args.recall_workers

@@ -1,9 +1,10 @@
 """The journal: a SQLite write-ahead outbox of accepted operations (G10).
 
 Every accepted operation is appended to an in-memory buffer before the caller returns; one writer thread puts the
-buffer on disk in a single transaction (group commit), so the caller never waits for the disk. The loss window is
-therefore what was accepted during the one transaction in progress, typically a millisecond or two, and only when the
-process dies; ``durability="sync"`` makes each call wait until its operation is on disk (and fsynced) instead.
+buffer on disk in a single transaction (group commit), so the caller never waits for the disk. The loss window, if
+the process dies, is what the writer has not yet committed: at a steady pace one batch (a millisecond or two); right
+after a burst, the backlog (measured: 100 to 300 ms after bursts of 10,000 to 20,000 turns, as the writer puts about
+80,000 operations a second on disk). ``durability="sync"`` makes each call wait until its operation is on disk.
 Acknowledged operations are deleted; an operation acknowledged before it reached the disk never touches it. Operations
 that failed for good stay, marked ``failed`` with their last error, for ``memcore pending`` and ``memcore retry``.
 
@@ -64,11 +65,25 @@ class Entry:
 
 
 def encode(kind: str, payload: Any) -> str | None:
+    """JSON for a turn (its messages) or a note. Written out by hand: ``attrs.asdict`` is half the writer's time."""
     if payload is None:
         return None
     if isinstance(payload, Note):
-        return json.dumps(attrs.asdict(payload), ensure_ascii=False, default=str)
-    return json.dumps([attrs.asdict(m) for m in payload], ensure_ascii=False, default=str)
+        data: Any = {"text": payload.text, "kind": payload.kind, "metadata": dict(payload.metadata)}
+    else:
+        data = [_message(m) for m in payload]
+    return json.dumps(data, ensure_ascii=False, default=str)
+
+
+def _message(m: Message) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.name is not None:
+        out["name"] = m.name
+    if m.tool_calls:
+        out["tool_calls"] = [dict(c) for c in m.tool_calls]
+    if m.tool_call_id is not None:
+        out["tool_call_id"] = m.tool_call_id
+    return out
 
 
 def decode(kind: str, text: str | None) -> Any:
