@@ -26,7 +26,7 @@ from typing import Any
 
 import attrs
 
-from ._records import Message, Note, Session
+from ._records import Note, Session, message_fields, message_from
 
 log = logging.getLogger("memcore")
 
@@ -71,19 +71,8 @@ def encode(kind: str, payload: Any) -> str | None:
     if isinstance(payload, Note):
         data: Any = {"text": payload.text, "kind": payload.kind, "metadata": dict(payload.metadata)}
     else:
-        data = [_message(m) for m in payload]
+        data = [{"role": m.role, "content": m.content, **message_fields(m)} for m in payload]
     return json.dumps(data, ensure_ascii=False, default=str)
-
-
-def _message(m: Message) -> dict[str, Any]:
-    out: dict[str, Any] = {"role": m.role, "content": m.content}
-    if m.name is not None:
-        out["name"] = m.name
-    if m.tool_calls:
-        out["tool_calls"] = [dict(c) for c in m.tool_calls]
-    if m.tool_call_id is not None:
-        out["tool_call_id"] = m.tool_call_id
-    return out
 
 
 def decode(kind: str, text: str | None) -> Any:
@@ -92,7 +81,7 @@ def decode(kind: str, text: str | None) -> Any:
     data = json.loads(text)
     if kind == "remember":
         return Note(**data)
-    return tuple(Message(**{**m, "tool_calls": tuple(m.get("tool_calls") or ())}) for m in data)
+    return tuple(message_from(m["role"], m["content"], m) for m in data)
 
 
 def _alive(pid: int | None, host: str | None) -> bool:

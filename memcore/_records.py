@@ -36,6 +36,29 @@ class Message:
     tool_call_id: str | None = None
 
 
+def message_fields(message: Message) -> dict[str, Any]:
+    """The optional fields of ``message`` that are set, as plain JSON-ready values (for stores and the journal)."""
+    fields: dict[str, Any] = {}
+    if message.name is not None:
+        fields["name"] = message.name
+    if message.tool_calls:
+        fields["tool_calls"] = [dict(c) for c in message.tool_calls]
+    if message.tool_call_id is not None:
+        fields["tool_call_id"] = message.tool_call_id
+    return fields
+
+
+def message_from(role: str, content: str, fields: Mapping[str, Any]) -> Message:
+    """The inverse of :func:`message_fields`: a record from stored values."""
+    return Message(
+        role=role,
+        content=content,
+        name=fields.get("name"),
+        tool_calls=tuple(fields.get("tool_calls") or ()),
+        tool_call_id=fields.get("tool_call_id"),
+    )
+
+
 @attrs.frozen(kw_only=True)
 class Note:
     """Something the agent chose to remember outright (a preference, a fact...)."""

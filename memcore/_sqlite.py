@@ -17,7 +17,7 @@ from typing import Any
 
 from ._hooks import hookimpl
 from ._paths import memcore_home
-from ._records import Message, Note, Recollection, Session
+from ._records import Message, Note, Recollection, Session, message_fields, message_from
 
 SCHEMA_VERSION = 1
 DEFAULT_FILE = "memory.sqlite3"
@@ -209,21 +209,12 @@ class SQLiteBackend:
 
 
 def _extra(message: Message) -> str | None:
-    extra: dict[str, Any] = {}
-    if message.name is not None:
-        extra["name"] = message.name
-    if message.tool_calls:
-        extra["tool_calls"] = [dict(c) for c in message.tool_calls]
-    if message.tool_call_id is not None:
-        extra["tool_call_id"] = message.tool_call_id
+    extra = message_fields(message)
     return json.dumps(extra, ensure_ascii=False, default=str) if extra else None
 
 
 def _message(role: str, content: str, extra: str | None) -> Message:
-    fields = json.loads(extra) if extra else {}
-    if "tool_calls" in fields:
-        fields["tool_calls"] = tuple(fields["tool_calls"])
-    return Message(role=role, content=content, **fields)
+    return message_from(role, content, json.loads(extra) if extra else {})
 
 
 class _transaction:
