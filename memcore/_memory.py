@@ -258,8 +258,8 @@ class Memory:
         if not isinstance(timeout, (int, float)) or timeout < 0:
             raise ValueError(f"timeout must be a non-negative number, not {timeout!r}")
         call = RecallCall(self._recallers, query, session, limit, timeout)
-        for task in call.tasks():
-            self._scheduler.run_urgent(task)
+        for index, task in call.tasks():
+            self._scheduler.run_urgent(task, backend=index, deadline=call.deadline)
         return call
 
     # -- internals ---------------------------------------------------------------------------------------------

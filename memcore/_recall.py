@@ -35,9 +35,14 @@ class RecallCall:
         if not self._left:
             self._event.set()
 
-    def tasks(self) -> list[Callable[[], None]]:
-        """One task per backend, to run on recall workers."""
-        return [functools.partial(self._ask, i, b) for i, b in enumerate(self._backends)]
+    def tasks(self) -> list[tuple[int, Callable[[], None]]]:
+        """One task per backend (with the backend's index), to run on recall workers before :attr:`deadline`."""
+        return [(b.index, functools.partial(self._ask, i, b)) for i, b in enumerate(self._backends)]
+
+    @property
+    def deadline(self) -> float:
+        """When the call stops waiting (``time.monotonic()``): a backend that has not started by then is skipped."""
+        return self._deadline
 
     def _ask(self, index: int, backend: Backend) -> None:
         items: list[Recollection] = []

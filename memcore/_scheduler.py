@@ -116,7 +116,12 @@ class Scheduler:
         self._share = min(share, workers)
         self._next = 0  # round-robin position over backends
         self._delayed: list[tuple[float, int, Lane]] = []  # lanes waiting out a backoff, by due time
-        self._urgent: collections.deque[Callable[[], None]] = collections.deque()
+        # Urgent tasks: (backend index or None, deadline, task). A backend may run at most its share of the recall
+        # workers at once, so one whose recall hangs cannot take them all; a task whose deadline passed before it
+        # ran is dropped (its recall has returned without it).
+        self._urgent: collections.deque[tuple[int | None, float, Callable[[], None]]] = collections.deque()
+        self._recall_busy = [0] * len(backends)
+        self._recall_share = max(1, recall_workers // len(backends))
         # Only live lanes: a lane that is idle and clean is retired, so memory and the scans below grow with the
         # sessions that have work or uncommitted writes, not with every session ever seen. For backends that open
         # sessions, the ids already opened are kept (a set of strings) so that open runs once per session.
@@ -218,7 +223,7 @@ class Scheduler:
         self._spill_high = seq
         if self._pending == 0 and not self._reloading:  # nothing in flight would trigger the load: ask for one
             self._reloading = True
-            self._urgent.append(self._reload)
+            self._urgent.append((None, math.inf, self._reload))
             self._urgent_ready.notify()
 
     def _reload(self) -> None:
@@ -291,10 +296,11 @@ class Scheduler:
             self._seq = itertools.count(value)
             return value
 
-    def run_urgent(self, task: Callable[[], None]) -> None:
-        """Run ``task`` on a recall worker, ahead of any lane work."""
+    def run_urgent(self, task: Callable[[], None], *, backend: int | None = None, deadline: float = math.inf) -> None:
+        """Run ``task`` on a recall worker (never behind lane work). A task for ``backend`` waits while that backend
+        holds its share of the recall workers; one still waiting at ``deadline`` (monotonic) is dropped."""
         with self._lock:
-            self._urgent.append(task)
+            self._urgent.append((backend, deadline, task))
             self._urgent_ready.notify()
 
     # -- workers ---------------------------------------------------------------------------------------------------
@@ -474,15 +480,38 @@ class Scheduler:
     def _urgent_worker(self) -> None:
         while True:
             with self._lock:
-                while not self._urgent and not self._stopping:
-                    self._urgent_ready.wait()
-                if not self._urgent:
+                while True:
+                    entry = self._next_urgent()
+                    if entry is not None or (self._stopping and not self._urgent):
+                        break
+                    # Nothing runnable: wait for work, or for a busy backend to free a worker.
+                    self._urgent_ready.wait(None if not self._urgent else 0.05)
+                if entry is None:
                     return
-                task = self._urgent.popleft()
+            backend, _, task = entry
             try:
                 task()
-            except Exception:
+            except Exception:  # tasks report their own errors; this is a last guard
                 log.exception("memcore: urgent task failed")
+            finally:
+                if backend is not None:
+                    with self._lock:
+                        self._recall_busy[backend] -= 1
+                        self._urgent_ready.notify()
+
+    def _next_urgent(self) -> tuple[int | None, float, Callable[[], None]] | None:
+        """The first urgent task that may run now (under the lock), dropping the ones past their deadline."""
+        now = time.monotonic()
+        for entry in list(self._urgent):
+            backend, deadline, _ = entry
+            if deadline <= now:
+                self._urgent.remove(entry)
+            elif backend is None or self._recall_busy[backend] < self._recall_share:
+                self._urgent.remove(entry)
+                if backend is not None:
+                    self._recall_busy[backend] += 1
+                return entry
+        return None
 
     # -- waiting, closing, reporting ---------------------------------------------------------------------------
 

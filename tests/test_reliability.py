@@ -137,6 +137,18 @@ def test_g9_recall_of_a_healthy_backend_is_not_delayed_by_hung_writes(make_memor
     gate.release()
 
 
+def test_g9_a_backend_whose_recall_hangs_holds_only_its_share_of_recall_workers(make_memory):
+    hung = RecordingBackend("hung", [memcore.Recollection(text="never")])
+    healthy = RecordingBackend("healthy", [memcore.Recollection(text="always")])
+    gate = hung.hold("recall")
+    memory = make_memory(hung, healthy, recall_workers=2)
+    lc = memory.lifecycle("s1")
+    for _ in range(6):  # without shares, the first two recalls would leave both recall workers stuck in "hung"
+        assert [r.text for r in lc.recall("q", timeout=0.5)] == ["always"]
+    assert hung.attempts("recall") == 1  # the other recalls' tasks for it were dropped at their deadline
+    gate.release()
+
+
 # -- the pending bound with the journal on: spill (G8) -----------------------------------------------------------
 
 
