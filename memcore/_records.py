@@ -94,7 +94,8 @@ class Event:
     """What observer plugins hear through ``memcore_event``.
 
     ``kind`` is one of ``delivered``, ``committed``, ``failed`` (for good), ``retried`` (a transient failure; it will
-    be tried again after a backoff), ``dropped`` (left pending at close with no journal to keep it).
+    be tried again after a backoff), ``replayed`` (taken over from the journal at start), ``dropped`` (left pending at
+    close with no journal to keep it).
     """
 
     kind: str
