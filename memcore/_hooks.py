@@ -80,5 +80,6 @@ class ObserverSpec:
 
     @hookspec
     def memcore_event(self, event: Event) -> None:
-        """Hear what happened to an operation: delivered, committed, failed, retried, replayed or dropped. Called on the worker thread
-        that ran the operation; keep it quick. An observer that raises is logged and otherwise ignored."""
+        """Hear what happened to an operation: delivered, committed, failed, retried, replayed or dropped. Called on
+        the worker thread that ran the operation; keep it quick. An observer that raises is logged and otherwise
+        ignored."""
