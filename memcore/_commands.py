@@ -240,15 +240,20 @@ def cmd_backends(args: argparse.Namespace) -> int:
 # -- the journal: pending and retry -----------------------------------------------------------------------------------
 
 
-def journal_path(args: argparse.Namespace) -> Path:
-    path = Path(args.journal).expanduser() if args.journal else memcore_home() / JOURNAL_FILE
-    if not path.exists():
-        raise UsageError(f"no journal at {path} (memcore writes one there once a Memory has accepted work)")
-    return path
+def journal_path(args: argparse.Namespace) -> Path | None:
+    """The journal to read; None when the default one does not exist yet (nothing was ever accepted here)."""
+    if args.journal:
+        path = Path(args.journal).expanduser()
+        if not path.is_file():
+            raise UsageError(f"no journal at {path}")
+        return path
+    path = memcore_home() / JOURNAL_FILE
+    return path if path.is_file() else None
 
 
 def cmd_pending(args: argparse.Namespace) -> int:
-    groups = pending(journal_path(args))
+    path = journal_path(args)
+    groups = pending(path) if path is not None else []
     if args.json:
         _out(json.dumps([attrs.asdict(g) for g in groups], indent=2, ensure_ascii=False))
         return 0
@@ -261,6 +266,9 @@ def cmd_pending(args: argparse.Namespace) -> int:
 
 def cmd_retry(args: argparse.Namespace) -> int:
     path = journal_path(args)
+    if path is None:
+        _out("No failed operations to retry.")
+        return 0
     count = requeue_failed(path, backend=args.backend_key, session_id=args.session)
     if not count:
         _out("No failed operations to retry.")

@@ -66,6 +66,10 @@ def test_retry_without_deliver_leaves_them_for_the_next_start(tmp_path, capsys):
     assert report.replayed == 1 and report.delivered == 1
 
 
-def test_pending_without_a_journal_is_a_clear_error(capsys):
-    assert main(["pending"]) == 2
+def test_pending_and_retry_before_any_journal_say_there_is_nothing(capsys, tmp_path):
+    assert main(["pending"]) == 0
+    assert "holds nothing" in capsys.readouterr().out
+    assert main(["retry"]) == 0
+    assert "No failed operations" in capsys.readouterr().out
+    assert main(["pending", "--journal", str(tmp_path / "missing.sqlite3")]) == 2  # a named file must exist
     assert "no journal at" in capsys.readouterr().err
