@@ -1,0 +1,476 @@
+"""MemcoreMemoryProvider: hermes-agent's MemoryProvider hooks mapped onto one memcore SessionLifecycle.
+
+Threads (hermes-agent 0.19.0): ``sync_turn`` and ``queue_prefetch`` run on the MemoryManager's single background
+worker, possibly after the agent has already switched session; ``prefetch`` runs on a per-call daemon thread that the
+manager abandons after 8 s; ``on_session_switch`` runs inline on the agent's thread (``/branch``, ``/resume``,
+compression, ``/undo``) or on the background worker behind ``on_session_end`` (``/new`` with history). Every hook here
+returns at once (memcore's G5) except ``prefetch``/the recall tool (bounded by ``prefetch_timeout``/``recall_timeout``)
+and ``shutdown`` (bounded by ``shutdown_timeout``), and none lets an exception reach hermes-agent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import memcore
+
+try:  # hermes-agent is an optional dependency: the class must import without it (entry points, the CLI, docs).
+    from agent.memory_provider import MemoryProvider as _Base
+except ImportError:  # pragma: no cover - exercised only without hermes-agent
+    _Base = object  # type: ignore[assignment,misc,unused-ignore]
+
+log = logging.getLogger("memcore_hermes")
+
+PROVIDER_NAME = "memcore"
+#: Where the provider's settings live in ``$HERMES_HOME/config.yaml`` (hermes' convention for plugin settings).
+CONFIG_SECTION = ("plugins", "memcore")
+RECALL_TOOL = "memcore_recall"
+
+DEFAULTS: dict[str, Any] = {
+    "backends": ["sqlite"],
+    "settings": {},
+    "journal": True,
+    "recall_limit": 5,
+    "prefetch_timeout": 2.0,  # below MemoryManager's 8 s prefetch cut-off
+    "recall_timeout": 3.0,
+    "shutdown_timeout": 5.0,  # MemoryManager.shutdown_all drains its own queue for 5 s before this
+    "write_contexts": ["primary"],
+}
+
+#: hermes-agent's ``reason`` strings (and flags) to memcore switch reasons.
+_REASONS = {
+    "new_session": "new",
+    "new": "new",
+    "reset": "new",
+    "branch": "branch",
+    "fork": "branch",
+    "resume": "resume",
+    "compression": "compress",
+    "compress": "compress",
+    "rewind": "rewind",
+    "undo": "rewind",
+}
+
+
+def switch_reason(new_session_id: str, current_id: str, *, reason: str, reset: bool, rewound: bool) -> str:
+    """The memcore reason for one hermes ``on_session_switch`` call."""
+    if rewound and new_session_id == current_id:
+        return "rewind"
+    mapped = _REASONS.get(reason.strip().lower()) if reason else None
+    if mapped == "rewind" and new_session_id != current_id:
+        mapped = None
+    if mapped is not None:
+        return mapped
+    if reset:
+        return "new"
+    return "resume"  # another id, no reset, no known reason: the logical conversation continues elsewhere
+
+
+def load_hermes_config(hermes_home: str | os.PathLike[str] | None) -> dict[str, Any]:
+    """``plugins.memcore`` from ``$HERMES_HOME/config.yaml`` ({} if absent or unreadable)."""
+    if not hermes_home:
+        return {}
+    path = Path(hermes_home) / "config.yaml"
+    if not path.is_file():
+        return {}
+    try:
+        import yaml
+
+        data = yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}
+    except Exception as exc:
+        log.warning("memcore: could not read %s: %r", path, exc)
+        return {}
+    for key in CONFIG_SECTION:
+        data = data.get(key) if isinstance(data, Mapping) else None
+    return dict(data) if isinstance(data, Mapping) else {}
+
+
+def resolve_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Defaults completed by ``config``; ``backend: name`` is accepted for ``backends: [name]``."""
+    merged = dict(DEFAULTS)
+    raw = dict(config or {})
+    if "backend" in raw and "backends" not in raw:
+        raw["backends"] = [raw.pop("backend")]
+    raw.pop("backend", None)
+    merged.update(raw)
+    backends = merged["backends"]
+    if isinstance(backends, str):
+        backends = [b.strip() for b in backends.split(",") if b.strip()]
+    merged["backends"] = list(backends)
+    merged["settings"] = {str(k): dict(v or {}) for k, v in dict(merged["settings"] or {}).items()}
+    for key in ("prefetch_timeout", "recall_timeout", "shutdown_timeout"):
+        merged[key] = float(merged[key])
+    merged["recall_limit"] = int(merged["recall_limit"])
+    return merged
+
+
+def _plain_message(message: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields memcore keeps, with non-text content parts (images, audio) dropped instead of refused."""
+    content = message.get("content")
+    if isinstance(content, list):
+        content = "\n".join(
+            str(p.get("text", "")) if isinstance(p, Mapping) else str(p)
+            for p in content
+            if isinstance(p, str) or (isinstance(p, Mapping) and p.get("type", "text") == "text")
+        )
+    out: dict[str, Any] = {"role": message.get("role"), "content": content}
+    for key in ("name", "tool_calls", "tool_call_id"):
+        if message.get(key) is not None:
+            out[key] = message[key]
+    return out
+
+
+def current_turn(messages: Sequence[Any], user_content: str, assistant_content: str) -> list[dict[str, Any]]:
+    """Slice the finished turn out of hermes' whole transcript: from the user message that opened it to the final
+    assistant message, tool calls and tool results included. Empty if no such span is found."""
+
+    def text(message: Mapping[str, Any]) -> str:
+        content = message.get("content")
+        if isinstance(content, list):
+            return "\n".join(str(p.get("text", "")) for p in content if isinstance(p, Mapping))
+        return content if isinstance(content, str) else ""
+
+    items = [m for m in messages if isinstance(m, Mapping)]
+    ends = [i for i, m in enumerate(items) if m.get("role") == "assistant"]
+    if not ends:
+        return []
+    end = next((i for i in reversed(ends) if text(items[i]).strip() == assistant_content.strip()), ends[-1])
+    starts = [i for i in range(end, -1, -1) if items[i].get("role") == "user"]
+    if not starts:
+        return []
+    start = next((i for i in starts if text(items[i]).strip() == user_content.strip()), starts[0])
+    return [_plain_message(m) for m in items[start : end + 1]]
+
+
+def format_recollections(recollections: Sequence[memcore.Recollection]) -> str:
+    """The prompt block hermes-agent wraps in ``<memory-context>``."""
+    if not recollections:
+        return ""
+    lines = ["Long-term memory (memcore):"]
+    for r in recollections:
+        text = " ".join(r.text.split())
+        if len(text) > 500:
+            text = text[:497] + "..."
+        lines.append(f"- {text}")
+    return "\n".join(lines)
+
+
+class MemcoreMemoryProvider(_Base):  # type: ignore[misc,valid-type,unused-ignore]
+    """A hermes-agent memory provider backed by any memcore backend (embedded SQLite by default).
+
+    ``config`` is the ``plugins.memcore`` section of hermes' config.yaml (read at ``initialize`` when not given):
+    ``backends`` (or ``backend``), ``settings`` (per backend), ``journal``, ``recall_limit``, ``prefetch_timeout``,
+    ``recall_timeout``, ``shutdown_timeout``, ``write_contexts``. ``memory`` injects a ready :class:`memcore.Memory`
+    (tests, embedding runtimes); the provider closes it at ``shutdown``.
+    """
+
+    def __init__(self, config: Mapping[str, Any] | None = None, *, memory: memcore.Memory | None = None):
+        self._given_config = dict(config) if config is not None else None
+        self._config = resolve_config(self._given_config)
+        self._memory: memcore.Memory | None = memory
+        self._lc: memcore.SessionLifecycle | None = None
+        self._parents: dict[str, str | None] = {}
+        self._writes = True
+        self._lock = threading.Lock()  # guards initialize/shutdown only; the hooks use the lifecycle's own safety
+        self._closed: memcore.Report | None = None
+
+    # -- identity and setup -------------------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return PROVIDER_NAME
+
+    def is_available(self) -> bool:
+        """memcore is installed and the configured backends are known; no network."""
+        try:
+            return bool(self._config["backends"])
+        except Exception:
+            return False
+
+    @property
+    def memory(self) -> memcore.Memory | None:
+        return self._memory
+
+    @property
+    def lifecycle(self) -> memcore.SessionLifecycle | None:
+        return self._lc
+
+    def initialize(self, session_id: str, **kwargs: Any) -> None:
+        """Open memcore (backends from the config) and start the lifecycle in ``session_id``."""
+        with self._lock:
+            if self._given_config is None:
+                self._config = resolve_config(load_hermes_config(kwargs.get("hermes_home")))
+            context = kwargs.get("agent_context") or "primary"
+            self._writes = context in self._config["write_contexts"]
+            try:
+                if self._memory is None:
+                    self._memory = memcore.Memory(
+                        backends=self._config["backends"],
+                        settings=self._config["settings"] or None,
+                        journal=self._config["journal"],
+                    )
+                parent = kwargs.get("parent_session_id") or None
+                self._lc = self._memory.lifecycle(session_id, parent_session_id=parent)
+                self._parents[session_id] = parent
+            except Exception as exc:
+                log.warning("memcore: provider disabled, could not start: %r", exc)
+                self._lc = None
+
+    def get_config_schema(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "key": "backend",
+                "description": "memcore backend (entry-point name in memcore.backends); sqlite is embedded",
+                "default": "sqlite",
+            },
+            {
+                "key": "path",
+                "description": "SQLite database file (sqlite backend only); default $MEMCORE_HOME/memory.sqlite3",
+                "default": "",
+            },
+            {"key": "recall_limit", "description": "recollections injected per turn", "default": 5},
+            {"key": "prefetch_timeout", "description": "seconds a turn waits for recall", "default": 2.0},
+            {"key": "shutdown_timeout", "description": "seconds shutdown waits to commit and drain", "default": 5.0},
+        ]
+
+    def save_config(self, values: dict[str, Any], hermes_home: str) -> None:
+        """Write the setup answers under ``plugins.memcore`` in config.yaml (secrets are hermes' .env business)."""
+        import yaml
+
+        values = dict(values)
+        section: dict[str, Any] = {}
+        backend = str(values.pop("backend", "") or "sqlite")
+        section["backends"] = [backend]
+        path = values.pop("path", "")
+        if path:
+            section["settings"] = {backend: {"path": str(path)}}
+        section.update({k: v for k, v in values.items() if v not in ("", None)})
+        config_path = Path(hermes_home) / "config.yaml"
+        data: dict[str, Any] = {}
+        if config_path.exists():
+            data = yaml.safe_load(config_path.read_text(encoding="utf-8-sig")) or {}
+        data.setdefault(CONFIG_SECTION[0], {})[CONFIG_SECTION[1]] = section
+        config_path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+
+    def system_prompt_block(self) -> str:
+        if self._lc is None or self._memory is None:
+            return ""
+        return (
+            "# Long-term memory (memcore)\n"
+            f"Backends: {', '.join(self._memory.backends)}. Memories relevant to each message are recalled "
+            f"automatically. Use the `{RECALL_TOOL}` tool to search long-term memory for anything else."
+        )
+
+    # -- writes -------------------------------------------------------------------------------------------------
+
+    def _lifecycle_for(self, session_id: str) -> memcore.SessionLifecycle | None:
+        """The current lifecycle, or a view bound to ``session_id`` when hermes named another session: hermes runs
+        ``sync_turn`` on a background worker, so a turn may arrive after the switch that followed it (G1)."""
+        lc = self._lc
+        if lc is None or self._memory is None:
+            return None
+        if not session_id or session_id == lc.session_id:
+            return lc
+        return self._memory.lifecycle(session_id, parent_session_id=self._parents.get(session_id))
+
+    def sync_turn(
+        self,
+        user_content: str,
+        assistant_content: str,
+        *,
+        session_id: str = "",
+        messages: list[dict[str, Any]] | None = None,
+    ) -> None:
+        if not self._writes:
+            return
+        try:
+            lc = self._lifecycle_for(session_id)
+            if lc is None:
+                return
+            turn = current_turn(messages, user_content, assistant_content) if messages else []
+            if turn:
+                try:
+                    lc.sync_turn(user_content, assistant_content, messages=turn)
+                    return
+                except memcore.InvalidContent as exc:
+                    log.debug("memcore: turn messages refused (%s); writing the two texts", exc)
+            lc.sync_turn(user_content, assistant_content)
+        except Exception as exc:
+            log.warning("memcore: sync_turn dropped: %r", exc)
+
+    def on_memory_write(self, action: str, target: str, content: str, metadata: dict[str, Any] | None = None) -> None:
+        """Mirror hermes' built-in memory tool as a memcore note: ``kind`` is the target (``memory``/``user``), or
+        ``<target>-removed`` for a removal (memcore has no delete; the backend sees the retraction in order)."""
+        if not self._writes or not content:
+            return
+        try:
+            meta = {k: v for k, v in dict(metadata or {}).items() if isinstance(v, (str, int, float, bool))}
+            lc = self._lifecycle_for(str(meta.get("session_id") or ""))
+            if lc is None:
+                return
+            meta["action"] = action
+            kind = f"{target or 'memory'}-removed" if action == "remove" else (target or "memory")
+            lc.remember(content, kind=kind, metadata=meta)
+        except Exception as exc:
+            log.warning("memcore: on_memory_write dropped: %r", exc)
+
+    def on_delegation(self, task: str, result: str, *, child_session_id: str = "", **kwargs: Any) -> None:
+        """A subagent's task and answer, kept as a note in the parent's session."""
+        if not self._writes or self._lc is None or not (task or result):
+            return
+        try:
+            meta = {"child_session_id": child_session_id} if child_session_id else None
+            self._lc.remember(f"Delegated: {task}\nResult: {result}", kind="delegation", metadata=meta)
+        except Exception as exc:
+            log.warning("memcore: on_delegation dropped: %r", exc)
+
+    # -- boundaries ---------------------------------------------------------------------------------------------
+
+    def on_session_switch(
+        self,
+        new_session_id: str,
+        *,
+        parent_session_id: str = "",
+        reset: bool = False,
+        rewound: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        lc = self._lc
+        if lc is None or not new_session_id:
+            return
+        try:
+            reason = switch_reason(
+                new_session_id, lc.session_id, reason=str(kwargs.get("reason") or ""), reset=reset, rewound=rewound
+            )
+            # memcore lineage: a branch and a rotating compression descend from the session they leave; /new and
+            # /resume do not (hermes passes the id being left as parent_session_id there too).
+            parent: str | None = None
+            if reason in ("branch", "compress") and new_session_id != lc.session_id:
+                parent = parent_session_id or lc.session_id
+            if new_session_id != lc.session_id:
+                self._parents.setdefault(new_session_id, parent)
+            lc.switch(new_session_id, reason=reason, parent_session_id=parent)
+        except Exception as exc:
+            log.warning("memcore: on_session_switch to %r failed: %r", new_session_id, exc)
+
+    def on_session_end(self, messages: list[dict[str, Any]]) -> None:
+        """Commit the current session (queued behind its writes; nothing if it is clean)."""
+        if self._lc is None or not self._writes:
+            return
+        try:
+            self._lc.end()
+        except Exception as exc:
+            log.warning("memcore: on_session_end failed: %r", exc)
+
+    def on_pre_compress(self, messages: list[dict[str, Any]]) -> str:
+        """Commit what was written so far, before hermes discards it: ``end()`` keeps the session and its recall
+        (compression may still fail or be skipped); the ``on_session_switch(reason="compression")`` that follows
+        then moves or re-arms the session and commits only what arrived in between (G4)."""
+        self.on_session_end(messages)
+        return ""
+
+    # -- recall -------------------------------------------------------------------------------------------------
+
+    def queue_prefetch(self, query: str, *, session_id: str = "") -> None:
+        lc = self._lc
+        if lc is None or not query:
+            return
+        if session_id and session_id != lc.session_id:
+            return  # asked for a session the agent has already left: its recall would be stale
+        try:
+            lc.queue_prefetch(query, limit=self._config["recall_limit"], timeout=self._config["prefetch_timeout"])
+        except Exception as exc:
+            log.debug("memcore: queue_prefetch failed: %r", exc)
+
+    def prefetch(self, query: str, *, session_id: str = "") -> str:
+        """The prefetched recall if one is ready for this session and generation, else a live recall; both within
+        ``prefetch_timeout``."""
+        lc = self._lc
+        if lc is None or not query:
+            return ""
+        if session_id and session_id != lc.session_id:
+            return ""
+        try:
+            budget = self._config["prefetch_timeout"]
+            found = lc.take_prefetch(timeout=budget)
+            if not found:
+                found = lc.recall(query, limit=self._config["recall_limit"], timeout=budget)
+            return format_recollections(found)
+        except Exception as exc:
+            log.debug("memcore: prefetch failed: %r", exc)
+            return ""
+
+    def get_tool_schemas(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": RECALL_TOOL,
+                "description": (
+                    "Search long-term memory (past conversations, saved facts and preferences) for what is relevant "
+                    "to a query. Returns the best matches, most relevant first."
+                ),
+                "parameters": {
+                    "type": "object",
+                    "properties": {
+                        "query": {"type": "string", "description": "what to look for"},
+                        "limit": {"type": "integer", "description": "how many results (1-20)", "default": 5},
+                    },
+                    "required": ["query"],
+                },
+            }
+        ]
+
+    def handle_tool_call(self, tool_name: str, args: dict[str, Any], **kwargs: Any) -> str:
+        if tool_name != RECALL_TOOL:
+            return json.dumps({"error": f"unknown tool {tool_name!r}"})
+        lc = self._lc
+        if lc is None:
+            return json.dumps({"error": "memcore is not initialized"})
+        query = str(args.get("query") or "").strip()
+        if not query:
+            return json.dumps({"error": "query is required"})
+        try:
+            limit = max(1, min(int(args.get("limit") or self._config["recall_limit"]), 20))
+            found = lc.recall(query, limit=limit, timeout=self._config["recall_timeout"])
+        except Exception as exc:
+            return json.dumps({"error": f"recall failed: {exc}"})
+        results = [{"text": r.text, "score": r.score, "source": r.source, "session_id": r.session_id} for r in found]
+        return json.dumps({"results": results, "count": len(results)}, ensure_ascii=False)
+
+    # -- exit ---------------------------------------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Commit every dirty session and drain within ``shutdown_timeout`` (memcore's close, G10)."""
+        with self._lock:
+            memory = self._memory
+            if memory is None or self._closed is not None:
+                return
+            try:
+                self._closed = report = memory.close(timeout=self._config["shutdown_timeout"])
+            except Exception as exc:
+                log.warning("memcore: close failed: %r", exc)
+                return
+        if not report.ok:
+            log.warning(
+                "memcore: shutdown left %d pending (journaled: %d) and %d failed operations",
+                report.pending,
+                report.journaled,
+                report.failed,
+            )
+
+    @property
+    def report(self) -> memcore.Report | None:
+        """The close report once ``shutdown`` ran."""
+        return self._closed
+
+    def backup_paths(self) -> list[str]:
+        """The memcore home (SQLite store, journal) when it lives outside the hermes home."""
+        try:
+            return [str(memcore.memcore_home())]
+        except Exception:
+            return []
