@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import posixpath
+import re
 import threading
 import unicodedata
 import urllib.parse
@@ -258,7 +259,7 @@ class Harness:
         need = list(wanted)
 
         def complete(found: list[Recollection]) -> bool:
-            return all(any(word in r.text for r in found) for word in need)
+            return all(any(has_word(r.text, word) for r in found) for word in need)
 
         where = "everywhere" if session_id is None else f"in session {session_id!r}"
         return poll(
@@ -291,7 +292,7 @@ class Harness:
         for sid, word in tokens.items():
             found = self.recall_until(word, [word], session_id=sid if scoped else None)
             for r in found:
-                if word in r.text and r.session_id is not None:
+                if has_word(r.text, word) and r.session_id is not None:
                     labelled = True
                     assert r.session_id == sid, (
                         f"{r.text!r} was written to session {sid!r} but recalled from {r.session_id!r}"
@@ -299,7 +300,7 @@ class Harness:
             if scoped:
                 other = next((o for o in others if o != sid), None)
                 if other is not None:
-                    leaked = [r.text for r in self.recall(word, other) if word in r.text]
+                    leaked = [r.text for r in self.recall(word, other) if has_word(r.text, word)]
                     assert not leaked, f"what session {sid!r} holds was recalled in session {other!r}: {leaked}"
         if not (labelled or scoped):
             pytest.skip(
@@ -323,3 +324,8 @@ class Harness:
 def _short(value: Sequence[str], width: int = 300) -> str:
     shown = repr([v if len(v) <= 80 else f"{v[:40]}...({len(v)} chars)" for v in value])
     return shown if len(shown) <= width else shown[:width] + "..."
+
+
+def has_word(text: str, word: str) -> bool:
+    """``word`` stands in ``text`` as a whole word (so token ``q1`` is not found inside ``q10``)."""
+    return re.search(rf"(?<!\w){re.escape(word)}(?!\w)", text) is not None

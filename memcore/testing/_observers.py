@@ -147,9 +147,10 @@ class Probe:
     @hookimpl(wrapper=True)
     def memcore_open_session(self, session: Session) -> Wrap:
         self._start("open_session", session)
+        result = yield  # raises here if the backend's open failed: only successful opens count (retries are fine)
         with self._lock:
             self.opened.append(session)
-        return (yield)
+        return result
 
     @hookimpl(wrapper=True)
     def memcore_write(self, session: Session, messages: Sequence[Message]) -> Wrap:

@@ -1,0 +1,56 @@
+"""Test support: a real OpenViking server (and its fake OpenAI endpoint) on loopback, once per session.
+
+With ``MEMCORE_REQUIRE_OPENVIKING=1`` (the tox env sets it) a server that is not installed or does not start fails the
+run; otherwise the tests that need it are skipped with the reason."""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from support.stack import Stack, find_server, start
+
+REQUIRED = os.environ.get("MEMCORE_REQUIRE_OPENVIKING") == "1"
+
+
+@pytest.fixture(scope="session")
+def openviking(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    server = find_server()
+    if server is None:
+        reason = "openviking-server is not installed (pip install openviking)"
+        if REQUIRED:
+            pytest.fail(f"MEMCORE_REQUIRE_OPENVIKING=1 but {reason}", pytrace=False)
+        pytest.skip(reason)
+    try:
+        stack = start(tmp_path_factory.mktemp("openviking"), server, deadline=60.0)
+    except RuntimeError as exc:
+        if REQUIRED:
+            pytest.fail(f"MEMCORE_REQUIRE_OPENVIKING=1 but the server did not start: {exc}", pytrace=False)
+        pytest.skip(f"the OpenViking server did not start: {exc}")
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture
+def tenant(openviking: Stack) -> dict[str, str]:
+    """A fresh account and user: trusted mode creates them on the fly, so each test sees an empty store.
+
+    The user's directories are created here, by one throwaway session: OpenViking 0.5.2 answers 500 (a lock timeout
+    in ``initialize_user_directories``) when a new user's first sessions are created concurrently. memcore retries
+    that, correctly, but the suite counts each ``open_session`` call and expects exactly one per session."""
+    tag = uuid.uuid4().hex[:10]
+    ids = {"account": f"acct-{tag}", "user": f"user-{tag}"}
+    headers = {"X-API-Key": openviking.api_key, "X-OpenViking-Account": ids["account"]}
+    headers["X-OpenViking-User"] = ids["user"]
+    url = openviking.url + "/api/v1/sessions"
+    answer = httpx.post(url, json={"session_id": "warm-up"}, headers=headers, timeout=30)
+    assert answer.status_code == 200, answer.text
+    return ids
