@@ -1,0 +1,488 @@
+"""OpenViking benchmark: memcore with the OpenViking backend against plain sequential httpx calls doing the same
+writes, on a real ``openviking-server`` (0.5.x) started on loopback, plus the caller-side latency of ``sync_turn``.
+
+The stack (the server and its deterministic fake OpenAI endpoint) is the one the backend's tests use
+(``backends/openviking/tests/support/stack.py``); it is started once and stopped at the end. Every phase uses a fresh
+account and user (trusted mode creates them on the fly), warmed up by one throwaway session, as the tests do.
+
+Phases, repeated ``rounds`` times (interleaved, so that a server that slows down as its store grows hurts each alike):
+
+1. ``plain httpx``: one ``httpx.Client``, sequentially, exactly the requests the backend makes for the workload:
+   ``POST /api/v1/sessions`` once per session, then one ``POST .../messages/batch`` per turn;
+2. ``memcore W=1`` and ``memcore W=4``: ``memcore.Memory(backends=[OpenVikingBackend(...)], workers=W)``, one
+   lifecycle per session, ``sync_turn`` interleaved across the sessions, timed from the first ``sync_turn`` until
+   ``memory.flush()`` reports everything drained.
+
+Usage::
+
+    python benchmarks/openviking.py [--quick] [--json PATH] [--check] [--journal]
+
+Needs ``openviking`` installed in the interpreter (``.tox/openviking/bin/python``). See ``benchmarks/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from _common import Target, machine_info, percentile, print_table, print_targets, timer_overhead_ns, verdict
+
+import memcore
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "backends" / "openviking" / "tests"))
+
+from memcore_openviking import OpenVikingBackend  # noqa: E402
+from support.stack import Stack, find_server, start  # noqa: E402
+
+#: Where the JSON goes unless ``--json`` says otherwise.
+DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "openviking.json"
+API = "/api/v1"
+#: Budget for ``flush`` / ``close`` at the end of a memcore phase.
+DRAIN_TIMEOUT = 300.0
+#: How many sessions per phase are read back to check that every turn arrived (first, middle, last...).
+VERIFY_SESSIONS = 3
+
+# Targets.
+W1_RATIO = 0.95
+
+
+@dataclass
+class PhaseRow:
+    row: str
+    round: int
+    kind: str  # "plain" or "memcore"
+    workers: int  # 0 for plain httpx
+    account: str
+    sessions: int
+    turns_per_session: int
+    turns: int
+    requests: int  # HTTP requests the workload takes: one create per session + one batch per turn
+    accept_seconds: float | None  # memcore: the sync_turn loop (the workers deliver meanwhile)
+    wall_seconds: float  # first request / first sync_turn until the last response / flush reported drained
+    turns_per_s: float
+    requests_per_s: float
+    ratio: float | None = None  # memcore turns/s / the same round's plain turns/s
+    sync_turn_p50_us: float | None = None
+    sync_turn_p99_us: float | None = None
+    sync_turn_max_us: float | None = None
+    sync_turn_mean_us: float | None = None
+    delivered: int | None = None  # Report.delivered after flush
+    failed: int | None = None
+    retried: int | None = None
+    pending: int | None = None
+    drained: bool = True
+    verified_sessions: list[str] = field(default_factory=list)
+    verified_messages: list[int] = field(default_factory=list)  # messages read back, per verified session
+    all_turns_present: bool = False
+
+
+@dataclass
+class Summary:
+    row: str
+    workers: int
+    runs: int
+    median_turns_per_s: float
+    median_ratio: float | None
+    min_ratio: float | None
+    max_ratio: float | None
+    sync_turn_p50_us: float | None  # median over the runs
+    sync_turn_p99_us: float | None
+    sync_turn_max_us: float | None  # max over the runs
+
+
+@dataclass
+class Results:
+    benchmark: str = "openviking"
+    quick: bool = False
+    started: str = ""
+    total_seconds: float = 0.0
+    machine: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    server: dict[str, Any] = field(default_factory=dict)
+    timer_overhead_ns: int = 0
+    phases: list[PhaseRow] = field(default_factory=list)
+    summary: list[Summary] = field(default_factory=list)
+    targets: list[Target] = field(default_factory=list)
+    all_passed: bool = False
+
+
+# -- helpers -------------------------------------------------------------------------------------------------------
+
+
+def tenant(stack: Stack, tag: str) -> dict[str, str]:
+    """A fresh account and user, with one throwaway session created first: OpenViking 0.5.2 answers 500 when a new
+    user's first sessions are created concurrently (see ``backends/openviking/tests/conftest.py``)."""
+    key = uuid.uuid4().hex[:8]
+    ids = {"account": f"bench-{tag}-{key}", "user": f"user-{key}"}
+    answer = httpx.post(
+        stack.url + API + "/sessions", json={"session_id": "warm-up"}, headers=headers(stack, ids), timeout=30
+    )
+    if answer.status_code != 200:
+        raise RuntimeError(f"warm-up session for {ids['account']}: {answer.status_code} {answer.text[:300]}")
+    return ids
+
+
+def headers(stack: Stack, ids: dict[str, str]) -> dict[str, str]:
+    return {"X-API-Key": stack.api_key, "X-OpenViking-Account": ids["account"], "X-OpenViking-User": ids["user"]}
+
+
+def session_name(i: int) -> str:
+    return f"bench-s{i:04d}"
+
+
+def turn_texts(i: int, t: int) -> tuple[str, str]:
+    return f"{session_name(i)} turn {t}: what did we decide about the release?", f"assistant answer to turn {t}"
+
+
+def wire(text: str, role: str) -> dict[str, Any]:
+    """What the backend sends for a text-only message (``_to_wire``)."""
+    return {"role": role, "parts": [{"type": "text", "text": text}]}
+
+
+@contextmanager
+def memcore_home(enabled: bool) -> Iterator[None]:
+    """With the journal on, a fresh ``MEMCORE_HOME`` for the phase (removed afterwards); otherwise nothing."""
+    if not enabled:
+        yield
+        return
+    before = os.environ.get("MEMCORE_HOME")
+    home = tempfile.mkdtemp(prefix="memcore-bench-openviking-")
+    os.environ["MEMCORE_HOME"] = home
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("MEMCORE_HOME", None)
+        else:
+            os.environ["MEMCORE_HOME"] = before
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def verify(stack: Stack, ids: dict[str, str], sessions: int, turns: int) -> tuple[list[str], list[int], bool]:
+    """Read a few sessions back through the backend's ``memcore_history``; every turn must be there, in order."""
+    picks = sorted({0, sessions // 2, sessions - 1} if sessions > 2 else set(range(sessions)))[:VERIFY_SESSIONS]
+    reader = OpenVikingBackend(url=stack.url, api_key=stack.api_key, account=ids["account"], user=ids["user"])
+    names, counts, ok = [], [], True
+    try:
+        for i in picks:
+            history = reader.memcore_history(memcore.Session(id=session_name(i)))
+            expected = [text for t in range(turns) for text in turn_texts(i, t)]
+            names.append(session_name(i))
+            counts.append(len(history))
+            ok = ok and [m.content for m in history] == expected
+    finally:
+        reader.memcore_close()
+    return names, counts, ok
+
+
+# -- phases --------------------------------------------------------------------------------------------------------
+
+
+def run_plain(stack: Stack, rnd: int, sessions: int, turns: int) -> PhaseRow:
+    ids = tenant(stack, "plain")
+    bodies = [
+        [{"messages": [wire(u, "user"), wire(a, "assistant")]} for u, a in (turn_texts(i, t) for t in range(turns))]
+        for i in range(sessions)
+    ]
+    with httpx.Client(base_url=stack.url, headers=headers(stack, ids), timeout=30.0) as client:
+        start = time.perf_counter()
+        for i in range(sessions):
+            name = session_name(i)
+            client.post(API + "/sessions", json={"session_id": name}).raise_for_status()
+            path = f"{API}/sessions/{name}/messages/batch"
+            for body in bodies[i]:
+                client.post(path, json=body).raise_for_status()
+        wall = time.perf_counter() - start
+    names, counts, ok = verify(stack, ids, sessions, turns)
+    n = sessions * turns
+    return PhaseRow(
+        row="plain httpx",
+        round=rnd,
+        kind="plain",
+        workers=0,
+        account=ids["account"],
+        sessions=sessions,
+        turns_per_session=turns,
+        turns=n,
+        requests=n + sessions,
+        accept_seconds=None,
+        wall_seconds=wall,
+        turns_per_s=n / wall,
+        requests_per_s=(n + sessions) / wall,
+        verified_sessions=names,
+        verified_messages=counts,
+        all_turns_present=ok,
+    )
+
+
+def run_memcore(stack: Stack, rnd: int, sessions: int, turns: int, workers: int, journal: bool) -> PhaseRow:
+    ids = tenant(stack, f"w{workers}")
+    backend = OpenVikingBackend(url=stack.url, api_key=stack.api_key, account=ids["account"], user=ids["user"])
+    texts = [[turn_texts(i, t) for i in range(sessions)] for t in range(turns)]
+    samples: list[int] = []
+    with memcore_home(journal):
+        memory = memcore.Memory(backends=[backend], plugins=[], workers=workers, journal=journal)
+        try:
+            lcs = [memory.lifecycle(session_name(i)) for i in range(sessions)]
+            pc = time.perf_counter_ns
+            start = time.perf_counter()
+            for row in texts:  # turn-major: every session's lane has work from the start
+                for lc, (user, assistant) in zip(lcs, row, strict=True):
+                    t0 = pc()
+                    lc.sync_turn(user, assistant)
+                    samples.append(pc() - t0)
+            accepted = time.perf_counter()
+            report = memory.flush(timeout=DRAIN_TIMEOUT)
+            wall = time.perf_counter() - start
+        finally:
+            memory.close(timeout=DRAIN_TIMEOUT)
+    names, counts, ok = verify(stack, ids, sessions, turns)
+    n = sessions * turns
+    samples.sort()
+    drained = report.pending == 0 and not report.timed_out
+    return PhaseRow(
+        row=f"memcore W={workers}",
+        round=rnd,
+        kind="memcore",
+        workers=workers,
+        account=ids["account"],
+        sessions=sessions,
+        turns_per_session=turns,
+        turns=n,
+        requests=n + sessions,
+        accept_seconds=accepted - start,
+        wall_seconds=wall,
+        turns_per_s=n / wall,
+        requests_per_s=(n + sessions) / wall,
+        sync_turn_p50_us=percentile(samples, 50),
+        sync_turn_p99_us=percentile(samples, 99),
+        sync_turn_max_us=samples[-1] / 1000.0,
+        sync_turn_mean_us=statistics.fmean(samples) / 1000.0,
+        delivered=report.delivered,
+        failed=report.failed,
+        retried=report.retried,
+        pending=report.pending,
+        drained=drained,
+        verified_sessions=names,
+        verified_messages=counts,
+        all_turns_present=ok and drained and report.delivered == n and report.failed == 0,
+    )
+
+
+# -- report --------------------------------------------------------------------------------------------------------
+
+
+def fmt(value: float | None, spec: str = ".1f") -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
+
+
+def summarize(res: Results, workers: Sequence[int]) -> None:
+    plain = {p.round: p for p in res.phases if p.kind == "plain"}
+    for p in res.phases:
+        if p.kind == "memcore" and p.round in plain:
+            p.ratio = p.turns_per_s / plain[p.round].turns_per_s
+    groups: list[tuple[str, int]] = [("plain httpx", 0), *((f"memcore W={w}", w) for w in workers)]
+    for row, w in groups:
+        runs = [p for p in res.phases if p.row == row]
+        if not runs:
+            continue
+        ratios = [p.ratio for p in runs if p.ratio is not None]
+        p50s = [p.sync_turn_p50_us for p in runs if p.sync_turn_p50_us is not None]
+        p99s = [p.sync_turn_p99_us for p in runs if p.sync_turn_p99_us is not None]
+        maxes = [p.sync_turn_max_us for p in runs if p.sync_turn_max_us is not None]
+        res.summary.append(
+            Summary(
+                row=row,
+                workers=w,
+                runs=len(runs),
+                median_turns_per_s=statistics.median(p.turns_per_s for p in runs),
+                median_ratio=statistics.median(ratios) if ratios else None,
+                min_ratio=min(ratios) if ratios else None,
+                max_ratio=max(ratios) if ratios else None,
+                sync_turn_p50_us=statistics.median(p50s) if p50s else None,
+                sync_turn_p99_us=statistics.median(p99s) if p99s else None,
+                sync_turn_max_us=max(maxes) if maxes else None,
+            )
+        )
+
+
+def collect_targets(res: Results) -> list[Target]:
+    by_w = {s.workers: s for s in res.summary if s.workers > 0}
+    targets: list[Target] = []
+    w1 = by_w.get(1)
+    if w1 is not None and w1.median_ratio is not None:
+        passed = w1.median_ratio >= W1_RATIO
+        targets.append(Target("memcore W=1", "median ratio", w1.median_ratio, "x plain", ">=", W1_RATIO, passed))
+    for w, s in sorted(by_w.items()):
+        if w > 1 and s.median_ratio is not None and w1 is not None and w1.median_ratio is not None:
+            passed = s.median_ratio > w1.median_ratio
+            row = f"memcore W={w}"
+            targets.append(Target(row, "median ratio", s.median_ratio, "(W=1 ratio)", ">", w1.median_ratio, passed))
+    delivered = all(p.all_turns_present for p in res.phases)
+    targets.append(Target("all phases", "all turns present", float(delivered), "", ">=", 1.0, delivered))
+    return targets
+
+
+HEADERS = ["row", "round", "accept s", "wall s", "turns/s", "req/s", "ratio", "p50 us", "p99 us", "max us"]
+HEADERS += ["retried", "read back", "all there"]
+
+
+def report_text(res: Results) -> None:
+    m, c = res.machine, res.config
+    print(
+        f"openviking benchmark ({'quick' if res.quick else 'full'}): {m['cpu_count']} cpus "
+        f"({m['cpus_usable']} usable), python {m['python_version']}, memcore {m['memcore_version']}, "
+        f"openviking {res.server.get('version', '?')}"
+    )
+    print(
+        f"workload: {c['sessions']} sessions x {c['turns']} turns = {c['sessions'] * c['turns']} turns "
+        f"(+{c['sessions']} session creates), {c['rounds']} round(s), journal {'on' if c['journal'] else 'off'}; "
+        f"server started in {res.server.get('startup_s', '?')} s; timer floor {res.timer_overhead_ns} ns"
+    )
+    print()
+    print("phases (wall: first request / first sync_turn until the last response / flush drained)")
+    print_table(
+        HEADERS,
+        [
+            [
+                p.row,
+                str(p.round),
+                fmt(p.accept_seconds, ".3f"),
+                f"{p.wall_seconds:.3f}",
+                f"{p.turns_per_s:.1f}",
+                f"{p.requests_per_s:.1f}",
+                fmt(p.ratio, ".3f"),
+                fmt(p.sync_turn_p50_us),
+                fmt(p.sync_turn_p99_us),
+                fmt(p.sync_turn_max_us),
+                fmt(p.retried, "d"),
+                "/".join(str(n) for n in p.verified_messages),
+                "yes" if p.all_turns_present else "NO",
+            ]
+            for p in res.phases
+        ],
+    )
+    print("summary (medians over rounds; ratio = memcore turns/s / the same round's plain turns/s)")
+    print_table(
+        ["row", "runs", "turns/s", "ratio", "min", "max", "p50 us", "p99 us", "max us"],
+        [
+            [
+                s.row,
+                str(s.runs),
+                f"{s.median_turns_per_s:.1f}",
+                fmt(s.median_ratio, ".3f"),
+                fmt(s.min_ratio, ".3f"),
+                fmt(s.max_ratio, ".3f"),
+                fmt(s.sync_turn_p50_us),
+                fmt(s.sync_turn_p99_us),
+                fmt(s.sync_turn_max_us),
+            ]
+            for s in res.summary
+        ],
+    )
+    print_targets(res.targets)
+    print(f"all targets: {verdict(res.all_passed)}; total {res.total_seconds:.1f} s")
+
+
+# -- main ----------------------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="10 sessions x 5 turns, one round")
+    parser.add_argument(
+        "--json", type=Path, default=DEFAULT_JSON, help=f"where to write the JSON (default {DEFAULT_JSON})"
+    )
+    parser.add_argument("--check", action="store_true", help="exit with status 1 if a target failed")
+    parser.add_argument("--journal", action="store_true", help="memcore phases with the journal on (temporary home)")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds of (plain, W=1, W=4); default 3, quick 1")
+    return parser.parse_args(argv)
+
+
+def openviking_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("openviking")
+    except Exception:
+        return "?"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    quick: bool = args.quick
+    workers = [1, 4]
+    config: dict[str, Any] = {
+        "sessions": 10 if quick else 20,
+        "turns": 5 if quick else 10,
+        "rounds": args.rounds or (1 if quick else 3),
+        "workers": workers,
+        "journal": bool(args.journal),
+        "verify_sessions": VERIFY_SESSIONS,
+    }
+    res = Results(
+        quick=quick,
+        started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        machine=machine_info(),
+        config=config,
+        timer_overhead_ns=timer_overhead_ns(),
+    )
+    begin = time.perf_counter()
+
+    def progress(msg: str) -> None:
+        print(f"[{time.perf_counter() - begin:6.1f} s] {msg}", file=sys.stderr, flush=True)
+
+    server = find_server()
+    if server is None:
+        print("openviking-server is not installed (pip install openviking)", file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="memcore-bench-openviking-server-"))
+    progress(f"starting openviking-server ({server})")
+    stack = start(work, server, deadline=90.0)
+    res.server = {"url": stack.url, "startup_s": stack.startup_s, "version": openviking_version()}
+    progress(f"server ready at {stack.url} in {stack.startup_s} s")
+    try:
+        s, t = config["sessions"], config["turns"]
+        for rnd in range(1, config["rounds"] + 1):
+            progress(f"round {rnd}: plain httpx, {s} x {t}")
+            res.phases.append(run_plain(stack, rnd, s, t))
+            for w in workers:
+                progress(f"round {rnd}: memcore W={w}, {s} x {t}")
+                res.phases.append(run_memcore(stack, rnd, s, t, w, config["journal"]))
+    except Exception:
+        print(stack.log_tail(), file=sys.stderr)
+        raise
+    finally:
+        progress("stopping the server")
+        stack.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    res.total_seconds = time.perf_counter() - begin
+    summarize(res, workers)
+    res.targets = collect_targets(res)
+    res.all_passed = all(t.passed for t in res.targets)
+
+    report_text(res)
+    path: Path = args.json
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(asdict(res), indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    print(f"JSON written to {path}")
+    return 1 if args.check and not res.all_passed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
