@@ -137,6 +137,12 @@ def tenant(stack: Stack, tag: str) -> dict[str, str]:
     return ids
 
 
+def settle(stack: Stack) -> None:
+    """Wait until the server's queues (embedding, extraction) are idle: ``POST /api/v1/system/wait``."""
+    ids = {"account": "bench-settle", "user": "settle"}
+    httpx.post(stack.url + API + "/system/wait", json={}, headers=headers(stack, ids), timeout=120).raise_for_status()
+
+
 def headers(stack: Stack, ids: dict[str, str]) -> dict[str, str]:
     return {"X-API-Key": stack.api_key, "X-OpenViking-Account": ids["account"], "X-OpenViking-User": ids["user"]}
 
@@ -458,12 +464,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress(f"server ready at {stack.url} in {stack.startup_s} s")
     try:
         s, t = config["sessions"], config["turns"]
+        phases: list[int | None] = [None, *workers]  # None: plain httpx
         for rnd in range(1, config["rounds"] + 1):
-            progress(f"round {rnd}: plain httpx, {s} x {t}")
-            res.phases.append(run_plain(stack, rnd, s, t))
-            for w in workers:
-                progress(f"round {rnd}: memcore W={w}, {s} x {t}")
-                res.phases.append(run_memcore(stack, rnd, s, t, w, config["journal"]))
+            # Rotate the order each round, and let the server finish its background work before every phase, so that
+            # no phase pays for the previous one's indexing.
+            for w in phases[(rnd - 1) % len(phases) :] + phases[: (rnd - 1) % len(phases)]:
+                settle(stack)
+                if w is None:
+                    progress(f"round {rnd}: plain httpx, {s} x {t}")
+                    res.phases.append(run_plain(stack, rnd, s, t))
+                else:
+                    progress(f"round {rnd}: memcore W={w}, {s} x {t}")
+                    res.phases.append(run_memcore(stack, rnd, s, t, w, config["journal"]))
     except Exception:
         print(stack.log_tail(), file=sys.stderr)
         raise
