@@ -8,6 +8,7 @@ is on ``sys.path``).
 from __future__ import annotations
 
 import gc
+import json
 import math
 import os
 import platform
@@ -16,7 +17,8 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import pluggy
@@ -188,6 +190,13 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     for r in rows:
         print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))))
     print()
+
+
+def write_json(results: Any, path: Path) -> None:
+    """Write a benchmark's results dataclass to ``path`` as JSON and say where."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(asdict(results), indent=2) + "\n", encoding="utf-8")
+    print(f"JSON written to {path}")
 
 
 def print_targets(targets: Sequence[Target]) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import math
 import os
 import sys
@@ -29,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +47,7 @@ from _common import (
     print_targets,
     timer_overhead_ns,
     verdict,
+    write_json,
 )
 
 import memcore
@@ -610,10 +610,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     res.all_passed = all(t.passed for t in res.targets)
 
     report_text(res)
-    path: Path = args.json
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(asdict(res), indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    print(f"JSON written to {path}")
+    write_json(res, args.json)
     return 1 if args.check and not res.all_passed else 0
 
 

@@ -23,7 +23,6 @@ Needs ``openviking`` installed in the interpreter (``.tox/openviking/bin/python`
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import shutil
@@ -34,12 +33,12 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-from _common import Target, machine_info, percentile, print_table, print_targets, timer_overhead_ns, verdict
+from _common import Target, machine_info, percentile, print_table, print_targets, timer_overhead_ns, verdict, write_json
 
 import memcore
 
@@ -489,10 +488,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     res.all_passed = all(t.passed for t in res.targets)
 
     report_text(res)
-    path: Path = args.json
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(asdict(res), indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    print(f"JSON written to {path}")
+    write_json(res, args.json)
     return 1 if args.check and not res.all_passed else 0
 
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import logging
 import math
 import os
@@ -47,12 +46,12 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-from _common import machine_info, percentile, print_table
+from _common import machine_info, percentile, print_table, write_json
 from openviking import API, headers, openviking_version, settle, tenant  # benchmarks/openviking.py
 
 import memcore
@@ -621,9 +620,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     res.total_seconds = time.perf_counter() - begin
     res.table = build_table(res.contenders[0], res.contenders[1])
     report_text(res)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(asdict(res), indent=2) + "\n", encoding="utf-8")
-    print(f"JSON written to {args.json}")
+    write_json(res, args.json)
     return 0
 
 

@@ -575,11 +575,6 @@ class Scheduler:
     def closed(self) -> bool:
         return self._closed
 
-    def dirty_sessions(self) -> list[tuple[str, str]]:
-        """(backend, session id) pairs with writes not yet covered by a successful commit."""
-        with self._lock:
-            return [(lane.backend.name, lane.session.id) for lane in self._lanes.values() if lane.dirty]
-
     def report(self, **extra: Any) -> Report:
         with self._lock:
             return Report(
