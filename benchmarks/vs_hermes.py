@@ -1,32 +1,27 @@
 """Side by side with hermes-agent's own OpenViking provider: hermes-agent 0.19.0's ``OpenVikingMemoryProvider``
 (``plugins/memory/openviking``) and memcore's OpenViking backend (through ``memcore_hermes.MemcoreMemoryProvider``),
-driven by hermes-agent's own ``MemoryManager`` through the same scripted conversation, on one real
-``openviking-server`` (0.5.x) started on loopback.
+each behind hermes-agent's own ``MemoryManager``, through the same scripted conversation, on one real
+``openviking-server`` (0.5.x) on loopback, reached through a logging, fault-injecting proxy (``_fault_proxy.py``).
 
-Both contenders are hermes ``MemoryProvider`` instances behind a real ``agent.memory_manager.MemoryManager``, so the
-threads are hermes' own: ``sync_turn`` (and ``/new``'s end + switch) run on the manager's single background worker,
-``/branch``, ``/resume``, compression and ``/undo`` call ``on_session_switch`` inline on the agent's thread, exit calls
-``on_session_end`` then ``shutdown_all``. The driver (:class:`Agent`) is the one ``contrib/hermes/tests`` uses. The
-agent does not wait for hermes' worker between commands (no think time unless ``--think``): a user who types the next
-command at once, which is where the races are.
+Scenarios: ``clean`` (the proxy only logs) and ``faults`` (seeded 503s, connection resets before and after the server
+applied the request, and latency spikes of 12 s on writes and commits: longer than hermes' 10 s session drain and
+MemoryManager's 5 s shutdown drain). Each round runs each contender in its own process (``_vs_hermes_agent.py``): the
+script, a real process exit, then a second process as the next start (memcore replays its journal there), each with a
+fresh account and user. The same timeouts where both have them: 30 s per request, 4 s for a turn's recall.
 
-Every contender gets its own fresh account and user (``tenant()``), configured the way its documentation says:
-hermes-agent's through ``OPENVIKING_ENDPOINT`` / ``OPENVIKING_API_KEY`` / ``OPENVIKING_ACCOUNT`` / ``OPENVIKING_USER``,
-memcore's through ``plugins.memcore`` settings (``backends: [openviking]`` with url, api_key, account, user).
-
-Measured from what the server holds afterwards (``settle()`` first, then every session read back through
-``GET /api/v1/sessions/{id}/context`` and its archives, as ``memcore_history`` does): turns lost, turns in the wrong
-session, turns out of order, duplicated turns, commits (completed archives) against the workload's dirty periods
-(more: double commits; fewer: missed commits), sessions left with uncommitted messages. Measured on the client:
-latency of every provider hook as hermes' threads see it (p50, p99, max), the agent thread's latency of each
-command, and the peak ``threading.active_count()``.
-
-Not measured here (yet): the fault-injecting proxy (latency spikes, 503s, resets), commits issued while a write of
-the same session was in flight, and stale recall after a switch. See ``docs/benchmarks.md``.
+Measured from what the server holds (read back after the server settled) and from the proxy's log, never from the
+clients' own counters: turns lost (after the exit, and after the next start), in the wrong session, out of order,
+duplicated; commits the server accepted; commits issued while a write of that session was still in flight (the write
+arrived at the proxy before the commit and was not yet answered); double commits (a commit the server accepted with no
+write of that session applied since its previous accepted commit); sessions left with uncommitted messages (after the
+exit, after the next start); stale recall (a recall handed to the agent whose search was asked for another session,
+or before the agent entered its current session: the proxy tags each search answer). Measured in the agent process:
+latency of every provider hook on the thread hermes calls it on and of every agent-thread command (p50, p99, max),
+peak threads; and by this process: the time from ``shutdown_all`` returning to the process being gone.
 
 Usage::
 
-    python benchmarks/vs_hermes.py [--quick] [--json PATH] [--server PATH] [--think MS]
+    python benchmarks/vs_hermes.py [--quick] [--rounds N] [--think MS] [--scenarios clean,faults] [--json PATH]
 
 hermes-agent 0.19.0 pins ``PyJWT==2.13.0``, which openviking 0.5.x cannot share an environment with, so the server
 binary may live in another environment: ``--server`` / ``OPENVIKING_SERVER``, else beside this interpreter or on
@@ -36,377 +31,200 @@ PATH, else ``.tox/openviking/bin/openviking-server``.
 from __future__ import annotations
 
 import argparse
-import functools
-import logging
-import math
+import json
 import os
+import re
 import shutil
+import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 from _common import machine_info, percentile, print_table, write_json
-from openviking import API, headers, openviking_version, settle, tenant  # benchmarks/openviking.py
+from _fault_proxy import TURN, Exchange, FaultPlan, FaultProxy
+from _vs_hermes_agent import COMMANDS, HOOKS
+from openviking import API, openviking_version, settle  # benchmarks/openviking.py
 
 import memcore
 
-ROOT = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "backends" / "openviking" / "tests"))
 
 from memcore_openviking import OpenVikingBackend  # noqa: E402
 from support.stack import Stack, find_server, start  # noqa: E402
 
-DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "vs_hermes.json"
-HOOKS = ("sync_turn", "on_session_switch", "on_session_end", "on_pre_compress", "on_memory_write", "shutdown")
-COMMANDS = ("turn", "new", "branch", "resume", "compress", "undo", "note", "exit")
-SAMPLE_EVERY = 0.002  # seconds between thread-count samples
+DEFAULT_JSON = HERE / "results" / "vs_hermes.json"
+CONTENDERS = ("hermes", "memcore")
+SCENARIOS = {
+    "clean": FaultPlan(),
+    "faults": FaultPlan(seed=7, rates={"503": 0.08, "reset": 0.04, "reset_after": 0.03, "spike": 0.05}, spike_s=12.0),
+}
+TIMEOUTS = {  # the same where both have them (hermes-agent 0.19.0's constants; memcore-hermes' settings)
+    "per_request_s": 30.0,  # hermes _TIMEOUT; memcore-openviking timeout (its default)
+    "recall_s": 4.0,  # hermes recall timeout; memcore-hermes prefetch_timeout / recall_timeout
+}
+MEMCORE_SETTINGS = {"prefetch_timeout": TIMEOUTS["recall_s"], "recall_timeout": TIMEOUTS["recall_s"]}
+QUIET_DEADLINE = 90.0  # seconds to wait for the proxy's held requests after an agent process is gone
 
 
-# -- the driver: hermes-agent's run loop, as contrib/hermes/tests/test_conversation.py has it ------------------------
-
-
-class Agent:
-    """The lines of hermes-agent's run loop that talk to the MemoryManager (run_agent.py, turn_context.py,
-    turn_finalizer.py, cli.py), with the transcript it keeps. Each command's agent-thread latency is recorded."""
-
-    def __init__(self, mm: Any, session_id: str, timings: dict[str, list[int]]):
-        self.mm = mm
-        self.session_id = session_id
-        self.history: list[dict[str, Any]] = []
-        self.timings = timings
-        self.mm.initialize_all(session_id=session_id, platform="cli", agent_context="primary")
-
-    def _timed(self, command: str, fn: Callable[[], Any]) -> Any:
-        t0 = time.perf_counter_ns()
-        try:
-            return fn()
-        finally:
-            self.timings[command].append(time.perf_counter_ns() - t0)
-
-    def turn(self, user: str, assistant: str) -> None:
-        self.history.append({"role": "user", "content": user})
-        self.history.append({"role": "assistant", "content": assistant})
-        sid, msgs = self.session_id, list(self.history)
-        self._timed("turn", lambda: self.mm.sync_all(user, assistant, session_id=sid, messages=msgs))
-        self.mm.queue_prefetch_all(user, session_id=sid)
-
-    def note(self, text: str) -> None:  # the built-in memory tool's mirror
-        self._timed(
-            "note", lambda: self.mm.on_memory_write("add", "memory", text, metadata={"session_id": self.session_id})
-        )
-
-    def new(self, new_id: str) -> None:  # cli.py new_session with history
-        old, snapshot = self.session_id, list(self.history)
-        self.session_id, self.history = new_id, []
-        self._timed(
-            "new",
-            lambda: self.mm.commit_session_boundary_async(
-                snapshot, new_session_id=new_id, parent_session_id=old, reason="new_session"
-            ),
-        )
-
-    def branch(self, new_id: str) -> None:  # cli_commands_mixin /branch (inline)
-        old = self.session_id
-        self.session_id = new_id
-        self._timed(
-            "branch", lambda: self.mm.on_session_switch(new_id, parent_session_id=old, reset=False, reason="branch")
-        )
-
-    def resume(self, target: str, history: list[dict[str, Any]]) -> None:  # /resume (inline)
-        old = self.session_id
-        self.session_id, self.history = target, list(history)
-        self._timed(
-            "resume", lambda: self.mm.on_session_switch(target, parent_session_id=old, reset=False, reason="resume")
-        )
-
-    def compress(self, new_id: str | None = None) -> None:  # conversation_compression.py, in place or rotating
-        def run() -> None:
-            self.mm.on_pre_compress(list(self.history))
-            old = self.session_id
-            self.history = [{"role": "user", "content": "[summary of earlier turns]"}]
-            if new_id is not None:
-                self.session_id = new_id
-            self.mm.on_session_switch(self.session_id, parent_session_id=old, reset=False, reason="compression")
-
-        self._timed("compress", run)
-
-    def undo(self) -> None:  # cli.py /undo
-        self.history = self.history[:-2]
-        self._timed(
-            "undo", lambda: self.mm.on_session_switch(self.session_id, parent_session_id="", reset=False, rewound=True)
-        )
-
-    def exit(self) -> None:  # run_agent.py shutdown_memory_provider
-        def run() -> None:
-            self.mm.on_session_end(self.history)
-            self.mm.shutdown_all()
-
-        self._timed("exit", run)
-
-
-def instrument(provider: Any, timings: dict[str, list[int]]) -> None:
-    """Time every hook of ``provider`` on whatever thread hermes calls it (the signature stays visible to hermes'
-    introspection through ``functools.wraps``)."""
-    for hook in HOOKS:
-        original = getattr(provider, hook)
-
-        @functools.wraps(original)
-        def timed(*args: Any, __original: Any = original, __hook: str = hook, **kwargs: Any) -> Any:
-            t0 = time.perf_counter_ns()
-            try:
-                return __original(*args, **kwargs)
-            finally:
-                timings[__hook].append(time.perf_counter_ns() - t0)
-
-        setattr(provider, hook, timed)
-
-
-class ThreadSampler:
-    def __init__(self) -> None:
-        self.peak = threading.active_count()
-        self.baseline = self.peak
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="vs-hermes-sampler", daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(SAMPLE_EVERY):
-            self.peak = max(self.peak, threading.active_count())
-
-    def __enter__(self) -> ThreadSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-# -- the workload --------------------------------------------------------------------------------------------------
+# -- one round of one contender --------------------------------------------------------------------------------------
 
 
 @dataclass
-class Expected:
-    """What the server should hold after the script: every turn in its session in order, and per session the number
-    of dirty periods (a boundary reached with turns written since the last one): one commit each."""
-
-    turns: dict[str, list[str]] = field(default_factory=dict)  # session -> user texts, in order
-    periods: dict[str, int] = field(default_factory=dict)
-    dirty: set[str] = field(default_factory=set)
-    notes: int = 0
-
-    def turn(self, sid: str, text: str) -> None:
-        self.turns.setdefault(sid, []).append(text)
-        self.periods.setdefault(sid, 0)
-        self.dirty.add(sid)
-
-    def boundary(self, sid: str) -> None:
-        if sid in self.dirty:
-            self.dirty.discard(sid)
-            self.periods[sid] = self.periods.get(sid, 0) + 1
-
-
-def run_script(agent: Agent, sessions: int, turns: int, think: float) -> Expected:
-    """N sessions x T turns with a note in each; between sessions, in rotation: /new; /branch; in-place compression,
-    a turn, /undo, a turn, then a rotating compression; /resume of an earlier session, a turn there, then /new."""
-    exp = Expected()
-    counter: dict[str, int] = {}
-    transcripts: dict[str, list[dict[str, Any]]] = {}
-
-    def turn() -> None:
-        sid = agent.session_id
-        n = counter.get(sid, 0)
-        counter[sid] = n + 1
-        user = f"[{sid} t{n:02d}] what did we decide about item {n} of {sid}?"
-        agent.turn(user, f"[{sid} t{n:02d}] we decided to ship item {n}.")
-        exp.turn(sid, user)
-        transcripts[sid] = list(agent.history)
-        if think:
-            time.sleep(think)
-
-    def name(k: int) -> str:
-        return f"s{k:02d}"
-
-    for k in range(sessions):
-        for t in range(turns):
-            turn()
-            if t == min(1, turns - 1):
-                agent.note(f"note from {agent.session_id}: the user prefers item {t} first")
-                exp.notes += 1
-        if k == sessions - 1:
-            break
-        here, nxt = agent.session_id, name(k + 1)
-        step = k % 4
-        if step == 0:
-            agent.new(nxt)
-            exp.boundary(here)
-        elif step == 1:
-            agent.branch(nxt)
-            exp.boundary(here)
-        elif step == 2:
-            agent.compress()  # in place
-            exp.boundary(here)
-            turn()
-            agent.undo()
-            turn()
-            agent.compress(nxt)  # rotating
-            exp.boundary(here)
-        else:
-            back = name(max(0, k - 2))
-            agent.resume(back, transcripts.get(back, []))
-            exp.boundary(here)
-            turn()
-            agent.new(nxt)
-            exp.boundary(back)
-    last = agent.session_id
-    agent.exit()
-    exp.boundary(last)
-    return exp
-
-
-# -- one contender ---------------------------------------------------------------------------------------------------
+class ServerState:
+    turns: dict[str, list[str]] = field(default_factory=dict)  # session -> turn markers of its user messages, in order
+    archives: dict[str, int] = field(default_factory=dict)
+    live: dict[str, int] = field(default_factory=dict)  # messages in no archive
 
 
 @dataclass
-class Latency:
-    name: str
-    calls: int
-    p50_us: float
-    p99_us: float
-    max_us: float
-
-
-@dataclass
-class SessionCheck:
-    session: str
-    expected_turns: int
-    found_turns: int
-    dirty_periods: int
-    archives: int
-    uncommitted_messages: int
-
-
-@dataclass
-class ContenderResult:
+class Run:
+    scenario: str
     contender: str
+    round: int
     account: str
     user: str
-    wall_seconds: float = 0.0
-    peak_threads: int = 0
-    baseline_threads: int = 0
-    hooks: list[Latency] = field(default_factory=list)
-    commands: list[Latency] = field(default_factory=list)
-    expected_turns: int = 0
-    turns_present: int = 0
-    turns_lost: int = 0
-    turns_wrong_session: int = 0
-    turns_out_of_order: int = 0
-    turns_duplicated: int = 0
-    dirty_periods: int = 0
-    commits: int = 0  # completed archives, all sessions
-    double_commits: int = 0  # archives beyond the dirty periods, summed over sessions
-    missed_commits: int = 0  # dirty periods without an archive, summed over sessions
-    sessions: int = 0
-    sessions_uncommitted: int = 0  # sessions with messages in no archive after shutdown
-    threads_left: int = 0  # threads still alive 1 s after shutdown returned, beyond the baseline
-    notes_expected: int = 0
-    per_session: list[SessionCheck] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
+    record: dict[str, Any] = field(default_factory=dict)  # the agent process' Record
+    restart: dict[str, Any] = field(default_factory=dict)  # the next start's Record
+    exit_s: float = 0.0  # shutdown_all returned -> process gone
+    restart_exit_s: float = 0.0
+    after_exit: ServerState = field(default_factory=ServerState)
+    after_next: ServerState = field(default_factory=ServerState)
+    exchanges: list[Exchange] = field(default_factory=list)
+    figures: dict[str, float] = field(default_factory=dict)
 
 
-def latencies(timings: dict[str, list[int]], names: Sequence[str]) -> list[Latency]:
-    out = []
-    for n in names:
-        samples = sorted(timings.get(n) or [])
-        if samples:
-            out.append(Latency(n, len(samples), percentile(samples, 50), percentile(samples, 99), samples[-1] / 1000.0))
-    return out
-
-
-def make_hermes(stack: Stack, ids: dict[str, str], hermes_home: Path) -> Any:
-    """hermes-agent's provider, configured as its README says: the OPENVIKING_* variables in hermes' environment."""
-    os.environ.update(
-        {
-            "HERMES_HOME": str(hermes_home),
-            "OPENVIKING_ENDPOINT": stack.url,
-            "OPENVIKING_API_KEY": stack.api_key,
-            "OPENVIKING_ACCOUNT": ids["account"],
-            "OPENVIKING_USER": ids["user"],
-        }
+def tenant(stack: Stack, contender: str) -> dict[str, str]:
+    """A fresh account with its first user and that user's key (``POST /api/v1/admin/accounts`` with the root key:
+    the server runs in ``api_key`` mode, where the key names the tenant, as hermes-agent's README assumes when
+    ``OPENVIKING_API_KEY`` is set), and one throwaway session: OpenViking 0.5.2 may answer 500 when a new user's
+    first sessions are created concurrently."""
+    key = uuid.uuid4().hex[:8]
+    ids = {"account": f"bench-{contender}-{key}", "user": f"user-{key}"}
+    answer = httpx.post(
+        f"{stack.url}{API}/admin/accounts",
+        json={"account_id": ids["account"], "admin_user_id": ids["user"]},
+        headers={"X-API-Key": stack.api_key},
+        timeout=30,
     )
-    from plugins.memory.openviking import OpenVikingMemoryProvider
-
-    return OpenVikingMemoryProvider()
-
-
-def make_memcore(stack: Stack, ids: dict[str, str], hermes_home: Path) -> Any:
-    """memcore-hermes' provider with the openviking backend, configured as its plugins.memcore section would be."""
-    for var in ("OPENVIKING_ENDPOINT", "OPENVIKING_API_KEY", "OPENVIKING_ACCOUNT", "OPENVIKING_USER"):
-        os.environ.pop(var, None)
-    os.environ["HERMES_HOME"] = str(hermes_home)
-    os.environ["MEMCORE_HOME"] = str(hermes_home / "memcore-home")
-    from memcore_hermes import MemcoreMemoryProvider
-
-    settings = {"url": stack.url, "api_key": stack.api_key, "account": ids["account"], "user": ids["user"]}
-    return MemcoreMemoryProvider({"backends": ["openviking"], "settings": {"openviking": settings}})
+    answer.raise_for_status()
+    ids["key"] = answer.json()["result"]["user_key"]
+    warm = httpx.post(
+        f"{stack.url}{API}/sessions", json={"session_id": "warm-up"}, headers=user_headers(ids), timeout=30
+    )
+    warm.raise_for_status()
+    return ids
 
 
-def read_back(stack: Stack, ids: dict[str, str], exp: Expected, res: ContenderResult) -> None:
-    """What the server holds, per session of the workload: messages (archives, then the live context) and archives."""
-    reader = OpenVikingBackend(url=stack.url, api_key=stack.api_key, account=ids["account"], user=ids["user"])
-    hdrs = headers(stack, ids)
-    where: dict[str, list[tuple[str, int]]] = {}  # user text -> [(session, position)]
+def user_headers(ids: dict[str, str]) -> dict[str, str]:
+    return {"X-API-Key": ids["key"]}
+
+
+def run_agent(cfg: dict[str, Any], work: Path) -> tuple[dict[str, Any], float]:
+    """One agent process; its record and the seconds from its shutdown_all returning to the process being gone."""
+    path = work / f"agent-{cfg['tag']}.json"
+    cfg = {**cfg, "out": str(path.with_suffix(".out.json"))}
+    path.write_text(json.dumps(cfg))
+    proc = subprocess.run(
+        [sys.executable, str(HERE / "_vs_hermes_agent.py"), str(path)],
+        cwd=HERE,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    gone = time.monotonic()
+    if proc.returncode != 0:
+        raise RuntimeError(f"agent process {cfg['tag']} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    record = json.loads(Path(cfg["out"]).read_text())
+    return record, gone - record["t_shutdown_return"]
+
+
+def wait_quiet(proxy: FaultProxy, tag_prefix: str) -> None:
+    """Until every request the proxy holds for these processes has been answered (or reset)."""
+    deadline = time.monotonic() + QUIET_DEADLINE
+    while time.monotonic() < deadline:
+        if all(e.t_done is not None for e in proxy.exchanges if e.tag.startswith(tag_prefix)):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"the proxy still holds requests of {tag_prefix} after {QUIET_DEADLINE} s")
+
+
+def read_state(stack: Stack, ids: dict[str, str], sessions: Sequence[str]) -> ServerState:
+    """Every session of the workload as the server holds it: archived messages then the live context."""
+    reader = OpenVikingBackend(url=stack.url, api_key=ids["key"], account=ids["account"], user=ids["user"])
+    state = ServerState()
     try:
-        for sid in sorted(exp.turns):
-            session = memcore.Session(id=sid)
-            try:
-                history = reader.memcore_history(session)
-            except Exception as exc:
-                res.errors.append(f"read {sid}: {exc!r}")
-                history = []
-            users = [m.content for m in history if m.role == "user"]
-            for pos, text in enumerate(users):
-                where.setdefault(text, []).append((sid, pos))
+        for sid in sessions:
+            history = reader.memcore_history(memcore.Session(id=sid))
+            state.turns[sid] = [marker(m.content) for m in history if m.role == "user" and marker(m.content)]
             answer = httpx.get(
-                f"{stack.url}{API}/sessions/{sid}/context", params={"token_budget": 1 << 40}, headers=hdrs, timeout=30
+                f"{stack.url}{API}/sessions/{sid}/context",
+                params={"token_budget": 1 << 40},
+                headers=user_headers(ids),
+                timeout=30,
             )
             ctx = (answer.json().get("result") or {}) if answer.status_code == 200 else {}
-            total = int((ctx.get("stats") or {}).get("totalArchives") or 0)
-            live = len(ctx.get("messages") or [])
-            res.per_session.append(
-                SessionCheck(sid, len(exp.turns[sid]), len(users), exp.periods.get(sid, 0), total, live)
-            )
+            state.archives[sid] = int((ctx.get("stats") or {}).get("totalArchives") or 0)
+            state.live[sid] = len(ctx.get("messages") or [])
     finally:
         reader.memcore_close()
-    for sid, texts in exp.turns.items():
-        positions = []
-        for text in texts:
-            hits = where.get(text, [])
-            if not hits:
-                res.turns_lost += 1
-                continue
-            res.turns_duplicated += len(hits) - 1
-            mine = [p for s, p in hits if s == sid]
-            if not mine:
-                res.turns_wrong_session += 1
-                continue
-            res.turns_present += 1
-            positions.append(mine[0])
-        res.turns_out_of_order += len(positions) - longest_increasing(positions)
-    for s in res.per_session:
-        res.commits += s.archives
-        res.dirty_periods += s.dirty_periods
-        res.double_commits += max(0, s.archives - s.dirty_periods)
-        res.missed_commits += max(0, s.dirty_periods - s.archives)
-        res.sessions_uncommitted += s.uncommitted_messages > 0
-    res.sessions = len(res.per_session)
-    res.expected_turns = sum(len(v) for v in exp.turns.values())
-    res.notes_expected = exp.notes
+    return state
+
+
+def marker(text: str) -> str:
+    m = TURN.search(text)
+    return f"{m.group(1)} t{m.group(2)}" if m else ""
+
+
+def run_round(
+    stack: Stack, proxy: FaultProxy, scenario: str, contender: str, rnd: int, cfg: dict[str, Any], work: Path
+) -> Run:
+    ids = tenant(stack, contender)
+    run = Run(scenario, contender, rnd, ids["account"], ids["user"])
+    home = work / f"{scenario}-{contender}-{rnd}"
+    agent_cfg = {
+        "contender": contender,
+        "url": proxy.url,
+        "api_key": ids["key"],
+        "account": ids["account"],
+        "user": ids["user"],
+        "hermes_home": str(home / "hermes-home"),
+        "memcore_home": str(home / "memcore-home"),
+        "memcore": MEMCORE_SETTINGS,
+        "sessions": cfg["sessions"],
+        "turns": cfg["turns"],
+        "think_ms": cfg["think_ms"],
+    }
+    prefix = f"{scenario}/{contender}/{rnd}"
+    settle(stack)
+    proxy.reset(SCENARIOS[scenario], f"{prefix}/run")
+    run.record, run.exit_s = run_agent(
+        {**agent_cfg, "restart": False, "tag": f"{scenario}-{contender}-{rnd}-run"}, work
+    )
+    wait_quiet(proxy, prefix)
+    settle(stack)
+    sessions = sorted(run.record["turns"])
+    run.after_exit = read_state(stack, ids, sessions)
+    proxy.tag = f"{prefix}/next"  # the fault plan goes on where it was: the service is no better at the next start
+    run.restart, run.restart_exit_s = run_agent(
+        {**agent_cfg, "restart": True, "tag": f"{scenario}-{contender}-{rnd}-next"}, work
+    )
+    wait_quiet(proxy, prefix)
+    settle(stack)
+    run.after_next = read_state(stack, ids, sessions)
+    run.exchanges = [e for e in proxy.exchanges if e.tag.startswith(prefix)]
+    run.figures = figures(run, {e.id: e for e in proxy.exchanges})
+    return run
+
+
+# -- figures ---------------------------------------------------------------------------------------------------------
 
 
 def longest_increasing(xs: Sequence[int]) -> int:
@@ -419,38 +237,194 @@ def longest_increasing(xs: Sequence[int]) -> int:
     return len(tails)
 
 
-def run_contender(
-    stack: Stack, contender: str, sessions: int, turns: int, think: float, work: Path, progress: Callable[[str], None]
-) -> ContenderResult:
-    from agent.memory_manager import MemoryManager
-
-    ids = tenant(stack, contender)
-    res = ContenderResult(contender, ids["account"], ids["user"])
-    home = work / f"hermes-home-{contender}"
-    home.mkdir(parents=True, exist_ok=True)
-    provider = (make_hermes if contender == "hermes" else make_memcore)(stack, ids, home)
-    hook_t: dict[str, list[int]] = {h: [] for h in HOOKS}
-    cmd_t: dict[str, list[int]] = {c: [] for c in COMMANDS}
-    instrument(provider, hook_t)
-    mm = MemoryManager()
-    mm.add_provider(provider)
-    begin = time.perf_counter()
-    with ThreadSampler() as sampler:
-        agent = Agent(mm, "s00", cmd_t)
-        exp = run_script(agent, sessions, turns, think)
-    res.wall_seconds = time.perf_counter() - begin
-    res.peak_threads, res.baseline_threads = sampler.peak, sampler.baseline
-    time.sleep(1.0)
-    res.threads_left = max(0, threading.active_count() - sampler.baseline)
-    progress(f"{contender}: script done in {res.wall_seconds:.2f} s, peak {res.peak_threads} threads; settling")
-    settle(stack)
-    read_back(stack, ids, exp, res)
-    res.hooks = latencies(hook_t, HOOKS)
-    res.commands = latencies(cmd_t, COMMANDS)
-    return res
+def placement(expected: dict[str, list[str]], state: ServerState) -> dict[str, int]:
+    """Lost, wrong-session, out-of-order and duplicated turns of the workload in one server state."""
+    where: dict[str, list[tuple[str, int]]] = {}
+    for sid, found in state.turns.items():
+        for pos, mark in enumerate(found):
+            where.setdefault(mark, []).append((sid, pos))
+    out = {"lost": 0, "wrong_session": 0, "out_of_order": 0, "duplicated": 0, "present": 0}
+    for sid, marks in expected.items():
+        positions = []
+        for mark in marks:
+            hits = where.get(mark, [])
+            if not hits:
+                out["lost"] += 1
+                continue
+            out["duplicated"] += len(hits) - 1
+            mine = [p for s, p in hits if s == sid]
+            if not mine:
+                out["wrong_session"] += 1
+                continue
+            out["present"] += 1
+            positions.append(mine[0])
+        out["out_of_order"] += len(positions) - longest_increasing(positions)
+    return out
 
 
-# -- report --------------------------------------------------------------------------------------------------------
+def commit_figures(exchanges: Sequence[Exchange]) -> dict[str, int]:
+    """From the proxy's log: commits sent and accepted; commits accepted while a write of the session was in flight
+    (the write reached the proxy before the commit did and was not answered before the commit went to the server;
+    writes the server refused with a 4xx do not count); double commits (accepted with no write of the session applied
+    since its previous accepted commit)."""
+    writes = [e for e in exchanges if e.cls == "write" and not (e.upstream_status and 400 <= e.upstream_status < 500)]
+    commits = sorted((e for e in exchanges if e.cls == "commit"), key=lambda e: e.t_arrive)
+    in_flight = 0
+    for c in commits:
+        if c.t_forward is None or not (c.upstream_status and 200 <= c.upstream_status < 300):
+            continue  # the server did not commit
+        if any(
+            w.session == c.session and w.t_arrive < c.t_arrive and (w.t_done is None or w.t_done > c.t_forward)
+            for w in writes
+        ):
+            in_flight += 1
+    applied = sorted(
+        (e for e in exchanges if e.upstream_status is not None and 200 <= e.upstream_status < 300),
+        key=lambda e: e.t_forward or 0.0,
+    )
+    dirty: dict[str, bool] = {}
+    double = accepted = 0
+    for e in applied:
+        if e.cls == "write":
+            dirty[e.session or ""] = True
+        elif e.cls == "commit":
+            accepted += 1
+            if not dirty.get(e.session or "", False):
+                double += 1
+            dirty[e.session or ""] = False
+    return {
+        "commits_sent": len(commits),
+        "commits_accepted": accepted,
+        "commits_in_flight": in_flight,
+        "double_commits": double,
+    }
+
+
+def stale_recall(record: dict[str, Any], by_id: dict[int, Exchange]) -> dict[str, int]:
+    """Recalls handed out, those with nothing from the server (no probe), and the stale ones: a probe from a search
+    asked for another session, or asked before the agent entered the session it is in."""
+    switches = sorted(record["switches"])
+    handed = empty = stale = 0
+    for r in record["recalls"]:
+        handed += 1
+        if not r["probes"]:
+            empty += 1
+            continue
+        entered = max((t for t, _ in switches if t <= r["t0"]), default=0.0)
+        for pid in r["probes"]:
+            ex = by_id.get(pid)
+            if ex is None or ex.search_session not in (None, r["session"]) or ex.t_arrive < entered:
+                stale += 1
+                break
+    return {"recalls": handed, "recalls_empty": empty, "recalls_stale": stale}
+
+
+def figures(run: Run, by_id: dict[int, Exchange]) -> dict[str, float]:
+    expected = run.record["turns"]
+    f: dict[str, float] = {"turns_expected": sum(len(v) for v in expected.values())}
+    exit_p, next_p = placement(expected, run.after_exit), placement(expected, run.after_next)
+    f["turns_lost_exit"] = exit_p["lost"]
+    f.update({f"turns_{k}": v for k, v in next_p.items()})
+    f["sessions"] = len(expected)
+    f["sessions_uncommitted_exit"] = sum(1 for n in run.after_exit.live.values() if n)
+    f["sessions_uncommitted_next"] = sum(1 for n in run.after_next.live.values() if n)
+    f["messages_uncommitted_exit"] = sum(run.after_exit.live.values())
+    f["archives"] = sum(run.after_next.archives.values())
+    f.update(commit_figures(run.exchanges))
+    f.update(stale_recall(run.record, by_id))
+    f["requests"] = len(run.exchanges)
+    for fault in ("503", "reset", "reset_after", "spike"):
+        f[f"fault_{fault}"] = sum(1 for e in run.exchanges if e.fault == fault)
+    f["peak_threads"] = run.record["peak_threads"]
+    f["exit_s"] = run.exit_s
+    f["wall_s"] = run.record["t_shutdown_return"] - run.record["t_start"]
+    return f
+
+
+# -- report ----------------------------------------------------------------------------------------------------------
+
+
+COUNTS: list[tuple[str, str, str]] = [  # label, figure, how rounds combine
+    ("wall, script start to shutdown_all return (s)", "wall_s", "median"),
+    ("shutdown_all return -> process gone (s)", "exit_s", "max"),
+    ("peak threads", "peak_threads", "max"),
+    ("requests through the proxy", "requests", "sum"),
+    ("faults injected: 503 / reset / reset after / spike", "faults", "sum"),
+    ("turns expected", "turns_expected", "sum"),
+    ("turns lost after the exit", "turns_lost_exit", "sum"),
+    ("turns lost after the next start", "turns_lost", "sum"),
+    ("turns in the wrong session", "turns_wrong_session", "sum"),
+    ("turns out of order", "turns_out_of_order", "sum"),
+    ("turns duplicated", "turns_duplicated", "sum"),
+    ("commits sent", "commits_sent", "sum"),
+    ("commits accepted by the server", "commits_accepted", "sum"),
+    ("archives on the server", "archives", "sum"),
+    ("commits accepted while a write was in flight", "commits_in_flight", "sum"),
+    ("double commits", "double_commits", "sum"),
+    ("sessions", "sessions", "sum"),
+    ("sessions left uncommitted after the exit", "sessions_uncommitted_exit", "sum"),
+    ("sessions left uncommitted after the next start", "sessions_uncommitted_next", "sum"),
+    ("recalls handed out", "recalls", "sum"),
+    ("recalls with nothing from the server", "recalls_empty", "sum"),
+    ("stale recalls handed out", "recalls_stale", "sum"),
+]
+
+
+def combine(values: Sequence[float], how: str) -> float:
+    if how == "sum":
+        return float(sum(values))
+    if how == "max":
+        return float(max(values))
+    ordered = sorted(values)
+    return float(ordered[len(ordered) // 2])
+
+
+def ratio(h: float | None, m: float | None) -> str:
+    if h is None or m is None:
+        return "-"
+    if m == 0:
+        return "-" if h == 0 else "inf"
+    return f"{h / m:.2f}x"
+
+
+def fmt(v: float | None, spec: str) -> str:
+    return "-" if v is None or v != v else format(v, spec)
+
+
+def scenario_table(runs: Sequence[Run]) -> list[list[str]]:
+    by: dict[str, list[Run]] = {c: [r for r in runs if r.contender == c] for c in CONTENDERS}
+    rows: list[list[str]] = []
+
+    def pooled(c: str, part: str, name: str) -> list[int]:
+        return sorted(x for r in by[c] for x in r.record[part].get(name) or [])
+
+    for part, names in (("hooks", HOOKS), ("commands", COMMANDS)):
+        for name in names:
+            samples = {c: pooled(c, part, name) for c in CONTENDERS}
+            if not any(samples.values()):
+                continue
+            for q, label in ((50, "p50"), (99, "p99"), (100, "max")):
+                vals = {c: (percentile(s, q) / 1000.0 if s else None) for c, s in samples.items()}
+                kind = "hook" if part == "hooks" else "cmd"
+                h, m = vals["hermes"], vals["memcore"]
+                rows.append([f"{kind} {name} {label} (ms)", fmt(h, ".3f"), fmt(m, ".3f"), ratio(h, m)])
+    for label, key, how in COUNTS:
+        if key == "faults":
+            cells = [
+                " / ".join(
+                    format(combine([r.figures[f"fault_{k}"] for r in by[c]], "sum"), ".0f")
+                    for k in ("503", "reset", "reset_after", "spike")
+                )
+                for c in CONTENDERS
+            ]
+            rows.append([label, *cells, ""])
+            continue
+        vals = {c: combine([r.figures[key] for r in by[c]], how) for c in CONTENDERS}
+        spec = ".2f" if key.endswith("_s") else ".0f"
+        rows.append(
+            [label, fmt(vals["hermes"], spec), fmt(vals["memcore"], spec), ratio(vals["hermes"], vals["memcore"])]
+        )
+    return rows
 
 
 @dataclass
@@ -463,59 +437,36 @@ class Results:
     config: dict[str, Any] = field(default_factory=dict)
     server: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
-    contenders: list[ContenderResult] = field(default_factory=list)
-    table: list[list[str]] = field(default_factory=list)
+    tables: dict[str, list[list[str]]] = field(default_factory=dict)
+    runs: list[dict[str, Any]] = field(default_factory=list)
 
 
-def fmt(v: float | None, spec: str = ".1f") -> str:
-    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
-
-
-def ratio(h: float | None, m: float | None) -> str:
-    if h is None or m is None:
-        return "-"
-    if m == 0:
-        return "-" if h == 0 else "inf"
-    return f"{h / m:.2f}x"
-
-
-def build_table(h: ContenderResult, m: ContenderResult) -> list[list[str]]:
-    rows: list[list[str]] = []
-
-    def lat(kind: str, res: ContenderResult, name: str) -> Latency | None:
-        return next((x for x in (res.hooks if kind == "hook" else res.commands) if x.name == name), None)
-
-    for kind, names in (("hook", HOOKS), ("cmd", COMMANDS)):
-        for name in names:
-            a, b = lat(kind, h, name), lat(kind, m, name)
-            if a is None and b is None:
-                continue
-            for stat in ("p50_us", "p99_us", "max_us"):
-                va = getattr(a, stat) if a else None
-                vb = getattr(b, stat) if b else None
-                label = f"{kind} {name} {stat.replace('_us', '')} (us)"
-                rows.append([label, fmt(va), fmt(vb), ratio(va, vb)])
-    counts = [
-        ("wall, script start to shutdown return (s)", "wall_seconds", ".2f"),
-        (f"peak threads (baseline {h.baseline_threads})", "peak_threads", "d"),
-        ("threads left 1 s after shutdown", "threads_left", "d"),
-        ("turns expected", "expected_turns", "d"),
-        ("turns present in their session", "turns_present", "d"),
-        ("turns lost", "turns_lost", "d"),
-        ("turns in the wrong session", "turns_wrong_session", "d"),
-        ("turns out of order", "turns_out_of_order", "d"),
-        ("turns duplicated", "turns_duplicated", "d"),
-        ("dirty periods (commits expected)", "dirty_periods", "d"),
-        ("commits (archives on the server)", "commits", "d"),
-        ("double commits", "double_commits", "d"),
-        ("missed commits", "missed_commits", "d"),
-        ("sessions", "sessions", "d"),
-        ("sessions left uncommitted", "sessions_uncommitted", "d"),
-    ]
-    for label, attr, spec in counts:
-        va, vb = getattr(h, attr), getattr(m, attr)
-        rows.append([label, format(va, spec), format(vb, spec), ratio(float(va), float(vb))])
-    return rows
+def run_summary(run: Run) -> dict[str, Any]:
+    """A run for the JSON: figures, per-session server state, and the proxy log (without the latency samples)."""
+    return {
+        "scenario": run.scenario,
+        "contender": run.contender,
+        "round": run.round,
+        "account": run.account,
+        "figures": run.figures,
+        "report": run.record.get("report") or {},
+        "next_start_report": run.restart.get("report") or {},
+        "recalls": [
+            {"t0": round(r["t0"] - run.record["t_start"], 4), "session": r["session"], "probes": r["probes"]}
+            for r in run.record["recalls"]
+        ],
+        "switches": [[round(t - run.record["t_start"], 4), sid] for t, sid in run.record["switches"]],
+        "after_exit": {"archives": run.after_exit.archives, "live": run.after_exit.live},
+        "after_next": {"archives": run.after_next.archives, "live": run.after_next.live, "turns": run.after_next.turns},
+        "proxy_log": [
+            {
+                k: getattr(e, k)
+                for k in ("id", "cls", "n", "method", "path", "fault", "status", "upstream_status", "turns", "tag")
+            }
+            | {k: round(getattr(e, k) - run.record["t_start"], 4) for k in ("t_arrive",) if getattr(e, k)}
+            for e in run.exchanges
+        ],
+    }
 
 
 def report_text(res: Results) -> None:
@@ -528,15 +479,18 @@ def report_text(res: Results) -> None:
     )
     print(
         f"workload: {c['sessions']} sessions x {c['turns']} turns, a note per session, /new /branch compression /undo "
-        f"/resume in rotation, exit; think time {c['think_ms']} ms; same server, one fresh tenant per contender"
+        f"/resume in rotation, exit, next start; think time {c['think_ms']} ms; {c['rounds']} round(s); same server, "
+        f"one fresh tenant per contender and round"
     )
-    print()
-    print("side by side (ratio = hermes / memcore; hook = the provider method as hermes' threads call it,")
-    print("cmd = the agent thread's call into MemoryManager)")
-    print_table(["figure", "hermes openviking", "memcore openviking", "ratio"], res.table)
-    for r in res.contenders:
-        if r.errors:
-            print(f"{r.contender} errors: {r.errors}")
+    for scenario, rows in res.tables.items():
+        plan = SCENARIOS[scenario]
+        print()
+        print(
+            f"scenario {scenario}: {dict(plan.rates) or 'no faults'}"
+            + (f", spikes {plan.spike_s} s" if plan.active else "")
+        )
+        print("(ratio = hermes / memcore; hook = the provider method on hermes' thread; cmd = the agent thread's call)")
+        print_table(["figure", "hermes openviking", "memcore openviking", "ratio"], rows)
     print(f"total {res.total_seconds:.1f} s")
 
 
@@ -561,24 +515,44 @@ def locate_server(given: str | None) -> str | None:
     return None
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def server_version(binary: str) -> str:
+    """The openviking distribution beside the server binary (it may live in another environment)."""
+    site = list(Path(binary).resolve().parent.parent.glob("lib/python*/site-packages/openviking-*.dist-info"))
+    return re.sub(r"\.dist$", "", site[0].name.split("-")[1]) if site else openviking_version()
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="4 sessions x 3 turns")
+    parser.add_argument("--quick", action="store_true", help="4 sessions x 3 turns, 1 round")
     parser.add_argument("--sessions", type=int, default=None, help="default 12, quick 4")
     parser.add_argument("--turns", type=int, default=None, help="default 6, quick 3")
+    parser.add_argument(
+        "--rounds", type=int, default=None, help="rounds per scenario and contender (default 3, quick 1)"
+    )
     parser.add_argument("--think", type=float, default=0.0, help="ms the user waits after each turn (default 0)")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS), help=f"comma-separated, of {', '.join(SCENARIOS)}")
     parser.add_argument("--server", default=None, help="openviking-server binary (default: see the module docstring)")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"default {DEFAULT_JSON}")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.ERROR)
+    unknown = [s for s in args.scenarios.split(",") if s not in SCENARIOS]
+    if unknown:
+        parser.error(f"unknown scenario(s) {unknown}; known: {', '.join(SCENARIOS)}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
     config = {
         "sessions": args.sessions or (4 if args.quick else 12),
         "turns": args.turns or (3 if args.quick else 6),
+        "rounds": args.rounds or (1 if args.quick else 3),
         "think_ms": args.think,
-        "contenders": ["hermes", "memcore"],
-        "hermes_timeouts_s": {"session_drain": 10.0, "deferred_commit": 65.0, "shutdown_join_per_thread": 5.0},
-        "memcore_timeouts_s": {"prefetch": 2.0, "shutdown": 5.0},
-        "manager_shutdown_drain_s": "hermes MemoryManager _SYNC_DRAIN_TIMEOUT_S (both)",
+        "scenarios": {
+            s: {"rates": SCENARIOS[s].rates, "spike_s": SCENARIOS[s].spike_s} for s in args.scenarios.split(",")
+        },
+        "timeouts": TIMEOUTS,
+        "memcore_hermes_settings": MEMCORE_SETTINGS,
+        "hermes_constants_s": {"session_drain": 10.0, "deferred_commit": 65.0, "manager_shutdown_drain": 5.0},
     }
     res = Results(quick=args.quick, started=time.strftime("%Y-%m-%dT%H:%M:%S%z"), machine=machine_info(), config=config)
     res.versions = {
@@ -595,39 +569,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     work = Path(tempfile.mkdtemp(prefix="memcore-bench-vs-hermes-"))
     progress(f"starting openviking-server ({server})")
-    stack = start(work / "server", server, deadline=90.0)
-    res.server = {"url": stack.url, "startup_s": stack.startup_s, "version": server_version(server), "binary": server}
-    progress(f"server ready at {stack.url} in {stack.startup_s} s")
-    saved_env = dict(os.environ)
+    stack = start(work / "server", server, deadline=90.0, auth_mode="api_key")
+    res.server = {"startup_s": stack.startup_s, "version": server_version(server), "binary": server}
+    progress(f"server ready in {stack.startup_s} s")
+    runs: list[Run] = []
     try:
-        for contender in config["contenders"]:
-            settle(stack)
-            progress(f"{contender}: {config['sessions']} sessions x {config['turns']} turns")
-            res.contenders.append(
-                run_contender(
-                    stack, contender, config["sessions"], config["turns"], args.think / 1000.0, work, progress
-                )
-            )
+        with FaultProxy(stack.url) as proxy:
+            for scenario in config["scenarios"]:
+                for rnd in range(config["rounds"]):
+                    order = CONTENDERS if rnd % 2 == 0 else CONTENDERS[::-1]  # who goes first alternates
+                    for contender in order:
+                        progress(f"{scenario} round {rnd + 1}/{config['rounds']}: {contender}")
+                        run = run_round(stack, proxy, scenario, contender, rnd, config, work)
+                        progress(summary_line(run))
+                        runs.append(run)
     except Exception:
         print(stack.log_tail(), file=sys.stderr)
         raise
     finally:
-        os.environ.clear()
-        os.environ.update(saved_env)
         progress("stopping the server")
         stack.stop()
         shutil.rmtree(work, ignore_errors=True)
     res.total_seconds = time.perf_counter() - begin
-    res.table = build_table(res.contenders[0], res.contenders[1])
+    res.tables = {s: scenario_table([r for r in runs if r.scenario == s]) for s in config["scenarios"]}
+    res.runs = [run_summary(r) for r in runs]
     report_text(res)
     write_json(res, args.json)
     return 0
 
 
-def server_version(binary: str) -> str:
-    """The openviking distribution beside the server binary (it may live in another environment)."""
-    site = list(Path(binary).resolve().parent.parent.glob("lib/python*/site-packages/openviking-*.dist-info"))
-    return site[0].name.split("-")[1] if site else openviking_version()
+def summary_line(run: Run) -> str:
+    f = run.figures
+    return (
+        f"  lost {f['turns_lost_exit']:.0f}->{f['turns_lost']:.0f}, out of order {f['turns_out_of_order']:.0f}, "
+        f"dup {f['turns_duplicated']:.0f}, in-flight commits {f['commits_in_flight']:.0f}, "
+        f"double {f['double_commits']:.0f}, "
+        f"uncommitted {f['sessions_uncommitted_exit']:.0f}->{f['sessions_uncommitted_next']:.0f}, "
+        f"stale {f['recalls_stale']:.0f}, wall {f['wall_s']:.1f} s, exit {f['exit_s']:.2f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -205,6 +205,25 @@ def test_no_stale_recall_after_a_switch(command: str) -> None:
     agent.exit()
 
 
+def test_a_turn_right_after_new_gets_fresh_recall_before_hermes_worker_switches() -> None:
+    """/new runs the switch on hermes' background worker; a prefetch that names the new session before the worker got
+    there is asked now, for the user (not from the old session, not empty). hermes-agent 0.19.0's own run loop calls
+    prefetch_all without the session id: then the provider cannot know, see docs/benchmarks.md."""
+    provider = MemcoreMemoryProvider({"prefetch_timeout": 5.0}, memory=memcore.Memory(backends=[EchoRecall()]))
+    agent = Agent(provider, "a")
+    agent.turn("old topic", "answer")
+    agent.settle()
+    gate = threading.Event()
+    agent.mm._submit_background(lambda: gate.wait(FLUSH))  # hold hermes' worker: the /new switch queues behind it
+    agent.new("b")
+    assert provider.lifecycle is not None and provider.lifecycle.session_id == "a"
+    context = agent.mm.prefetch_all("fresh question", session_id="b")  # a caller that names the session
+    gate.set()
+    assert "old topic" not in context
+    assert "fresh question @ None" in context
+    agent.exit()
+
+
 def test_a_turn_synced_after_the_switch_lands_in_its_own_session(homes: dict[str, Path]) -> None:
     """hermes runs sync_turn on its background worker while /branch switches inline: the turn is bound to the session
     hermes named when it finished (G1), not to the one current when the worker gets to it."""

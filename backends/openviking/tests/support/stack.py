@@ -59,9 +59,10 @@ class Stack:
         return "\n".join(out)
 
 
-def start(work: Path, server: str, deadline: float = 60.0) -> Stack:
+def start(work: Path, server: str, deadline: float = 60.0, auth_mode: str = "trusted") -> Stack:
     """Start both processes; return once ``GET /ready`` answers 200. Raises RuntimeError (with the server's log
-    tail) if the server exits or is not ready within ``deadline`` seconds."""
+    tail) if the server exits or is not ready within ``deadline`` seconds. ``auth_mode`` "trusted": the root key plus
+    asserted tenant headers; "api_key": per-user keys (``POST /api/v1/admin/accounts`` returns one)."""
     work.mkdir(parents=True, exist_ok=True)
     fake_port, ov_port = free_port(), free_port()
     fake = subprocess.Popen(
@@ -73,7 +74,7 @@ def start(work: Path, server: str, deadline: float = 60.0) -> Stack:
     base = f"http://127.0.0.1:{fake_port}/v1"
     provider = {"provider": "openai", "api_key": "x", "api_base": base}
     conf = {
-        "server": {"host": "127.0.0.1", "port": ov_port, "root_api_key": ROOT_KEY, "auth_mode": "trusted"},
+        "server": {"host": "127.0.0.1", "port": ov_port, "root_api_key": ROOT_KEY, "auth_mode": auth_mode},
         "storage": {"workspace": str(work / "data")},
         "log": {"level": "WARNING", "output": str(work / "ov.log")},
         "embedding": {"dense": {**provider, "model": "fake-embed", "dimension": 64}},

@@ -391,13 +391,15 @@ class MemcoreMemoryProvider(_Base):  # type: ignore[misc,valid-type,unused-ignor
     def prefetch(self, query: str, *, session_id: str = "") -> str:
         """The prefetched recall if one is ready for this session and generation, else a live recall; both within
         ``prefetch_timeout``."""
-        lc = self._lc
-        if lc is None or not query:
-            return ""
-        if session_id and session_id != lc.session_id:
+        lc, memory = self._lc, self._memory
+        if lc is None or memory is None or not query:
             return ""
         try:
             budget = self._config["prefetch_timeout"]
+            if session_id and session_id != lc.session_id:
+                # The agent is ahead of hermes' worker (a /new whose switch is still queued there): the lifecycle is
+                # in the old session, so recall for the user, not for a session the agent has left.
+                return format_recollections(memory.recall(query, limit=self._config["recall_limit"], timeout=budget))
             found = lc.take_prefetch(timeout=budget)
             if not found:
                 found = lc.recall(query, limit=self._config["recall_limit"], timeout=budget)
