@@ -60,6 +60,7 @@ class Agent:
     def __init__(self, mm: Any, session_id: str, rec: Record):
         self.mm, self.session_id, self.rec = mm, session_id, rec
         self.history: list[dict[str, Any]] = []
+        self.turns_here = 0  # hermes' _user_turn_count: reset_session_state sets 0 at /new, /branch, /resume
         rec.switches.append((time.monotonic(), session_id))
         self.mm.initialize_all(session_id=session_id, platform="cli", agent_context="primary")
 
@@ -70,7 +71,9 @@ class Agent:
         finally:
             self.rec.commands[command].append(time.perf_counter_ns() - t0)
 
-    def _moved(self, session_id: str) -> None:
+    def _moved(self, session_id: str, *, reset: bool = True) -> None:
+        if reset:
+            self.turns_here = 0
         if session_id != self.session_id:
             self.rec.switches.append((time.monotonic(), session_id))
         self.session_id = session_id
@@ -78,6 +81,8 @@ class Agent:
     def turn(self, user: str, assistant: str) -> None:
         sid = self.session_id
         t0 = time.monotonic()
+        self.turns_here += 1
+        self.mm.on_turn_start(self.turns_here, user)  # turn_context.py: inline, before prefetch_all
         context = self._timed("prefetch", lambda: self.mm.prefetch_all(user))  # turn_context.py: no session id
         probes = [int(p) for p in PROBE.findall(context or "")]
         self.rec.recalls.append({"t0": t0, "t1": time.monotonic(), "session": sid, "probes": probes})
@@ -121,7 +126,7 @@ class Agent:
             self.mm.on_pre_compress(list(self.history))
             old = self.session_id
             self.history = [{"role": "user", "content": "[summary of earlier turns]"}]
-            self._moved(new_id or old)
+            self._moved(new_id or old, reset=False)
             self.mm.on_session_switch(self.session_id, parent_session_id=old, reset=False, reason="compression")
 
         self._timed("compress", run)

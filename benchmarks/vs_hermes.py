@@ -461,7 +461,7 @@ def run_summary(run: Run) -> dict[str, Any]:
         "proxy_log": [
             {
                 k: getattr(e, k)
-                for k in ("id", "cls", "n", "method", "path", "fault", "status", "upstream_status", "turns", "tag")
+                for k in ("id", "cls", "n", "method", "path", "fault", "status", "upstream_status", "turns", "query", "search_session", "tag")
             }
             | {k: round(getattr(e, k) - run.record["t_start"], 4) for k in ("t_arrive",) if getattr(e, k)}
             for e in run.exchanges

@@ -27,9 +27,12 @@ class Agent:
         self.session_id = session_id
         self.history: list[dict[str, Any]] = []
         self.prompts: list[str] = []
+        self.turns_here = 0  # hermes' _user_turn_count: reset_session_state sets it to 0 at /new
         self.mm.initialize_all(session_id=session_id, platform="cli", agent_context="primary")
 
     def turn(self, user: str, assistant: str, *, tool: str | None = None) -> str:
+        self.turns_here += 1
+        self.mm.on_turn_start(self.turns_here, user)  # turn_context.py, inline, before prefetch_all
         context = build_memory_context_block(self.mm.prefetch_all(user))
         self.prompts.append(context)
         self.history.append({"role": "user", "content": user})
@@ -52,7 +55,7 @@ class Agent:
 
     def new(self, new_id: str) -> None:  # cli.py new_session with history
         old, snapshot = self.session_id, list(self.history)
-        self.session_id, self.history = new_id, []
+        self.session_id, self.history, self.turns_here = new_id, [], 0
         self.mm.commit_session_boundary_async(
             snapshot, new_session_id=new_id, parent_session_id=old, reason="new_session"
         )
@@ -206,9 +209,9 @@ def test_no_stale_recall_after_a_switch(command: str) -> None:
 
 
 def test_a_turn_right_after_new_gets_fresh_recall_before_hermes_worker_switches() -> None:
-    """/new runs the switch on hermes' background worker; a prefetch that names the new session before the worker got
-    there is asked now, for the user (not from the old session, not empty). hermes-agent 0.19.0's own run loop calls
-    prefetch_all without the session id: then the provider cannot know, see docs/benchmarks.md."""
+    """/new runs the switch on hermes' background worker; the next turn's prefetch comes before the worker got there,
+    and hermes' run loop names no session in it (only on_turn_start's count, reset to 1, tells). The recall is asked
+    now, for the user: not the old session's prefetch, not scoped to the old session, not empty."""
     provider = MemcoreMemoryProvider({"prefetch_timeout": 5.0}, memory=memcore.Memory(backends=[EchoRecall()]))
     agent = Agent(provider, "a")
     agent.turn("old topic", "answer")
@@ -217,10 +220,16 @@ def test_a_turn_right_after_new_gets_fresh_recall_before_hermes_worker_switches(
     agent.mm._submit_background(lambda: gate.wait(FLUSH))  # hold hermes' worker: the /new switch queues behind it
     agent.new("b")
     assert provider.lifecycle is not None and provider.lifecycle.session_id == "a"
-    context = agent.mm.prefetch_all("fresh question", session_id="b")  # a caller that names the session
+    named = agent.mm.prefetch_all("named question", session_id="b")  # a caller that names the session
+    context = agent.turn("fresh question", "answer")  # hermes' run loop: on_turn_start(1), prefetch_all(query)
     gate.set()
-    assert "old topic" not in context
+    assert "old topic" not in named + context
+    assert "named question @ None" in named
     assert "fresh question @ None" in context
+    agent.settle()
+    assert provider.lifecycle is not None and provider.lifecycle.session_id == "b"
+    # Once hermes switched, the prefetch queued after the first turn of b (for its query, scoped to b) is handed out.
+    assert "fresh question @ b" in agent.turn("second question", "answer")
     agent.exit()
 
 

@@ -177,6 +177,8 @@ class MemcoreMemoryProvider(_Base):  # type: ignore[misc,valid-type,unused-ignor
         self._lc: memcore.SessionLifecycle | None = None
         self._parents: dict[str, str | None] = {}
         self._writes = True
+        self._turns_here = 0  # on_turn_start calls since the lifecycle last switched
+        self._left: str | None = None  # the session the agent left while hermes' worker still holds its switch
         self._lock = threading.Lock()  # guards initialize/shutdown only; the hooks use the lifecycle's own safety
         self._closed: memcore.Report | None = None
 
@@ -356,8 +358,20 @@ class MemcoreMemoryProvider(_Base):  # type: ignore[misc,valid-type,unused-ignor
             if new_session_id != lc.session_id:
                 self._parents.setdefault(new_session_id, parent)
             lc.switch(new_session_id, reason=reason, parent_session_id=parent)
+            self._turns_here = 0
         except Exception as exc:
             log.warning("memcore: on_session_switch to %r failed: %r", new_session_id, exc)
+
+    def on_turn_start(self, turn_number: int, message: str, **kwargs: Any) -> None:
+        """hermes counts turns per session (``/new`` resets the count) and calls this inline, before a
+        ``prefetch_all`` that names no session, while ``/new``'s switch waits on its background worker. Turn 1 after
+        turns in the lifecycle's session means the agent has left that session: its recall must not be handed out."""
+        lc = self._lc
+        if lc is None:
+            return
+        if turn_number <= 1 and self._turns_here > 0:
+            self._left = lc.session_id
+        self._turns_here += 1
 
     def on_session_end(self, messages: list[dict[str, Any]]) -> None:
         """Commit the current session (queued behind its writes; nothing if it is clean)."""
@@ -396,7 +410,7 @@ class MemcoreMemoryProvider(_Base):  # type: ignore[misc,valid-type,unused-ignor
             return ""
         try:
             budget = self._config["prefetch_timeout"]
-            if session_id and session_id != lc.session_id:
+            if (session_id and session_id != lc.session_id) or self._left == lc.session_id:
                 # The agent is ahead of hermes' worker (a /new whose switch is still queued there): the lifecycle is
                 # in the old session, so recall for the user, not for a session the agent has left.
                 return format_recollections(memory.recall(query, limit=self._config["recall_limit"], timeout=budget))
