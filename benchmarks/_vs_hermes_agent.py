@@ -259,8 +259,9 @@ def main(config_path: str) -> int:
     mm.add_provider(provider)
     rec.t_start = time.monotonic()
     with ThreadSampler() as sampler:
-        if cfg["restart"]:  # the next start: initialise (memcore replays its journal here) and shut down
+        if cfg["restart"]:  # the next start: initialise (memcore replays its journal here), idle, shut down
             agent = Agent(mm, "next-start", rec)
+            time.sleep(cfg.get("hold_s", 0.0))
             agent.exit()
         else:
             run_script(Agent(mm, "s00", rec), rec, cfg["sessions"], cfg["turns"], cfg["think_ms"] / 1000.0)

@@ -68,6 +68,9 @@ SCENARIOS = {
     "clean": FaultPlan(),
     "faults": FaultPlan(seed=7, rates={"503": 0.08, "reset": 0.04, "reset_after": 0.03, "spike": 0.05}, spike_s=12.0),
 }
+# How long the next start lives before it exits (an idle session of the user's): long enough for memcore to deliver
+# what it replays when 12 s spikes go on (hermes has nothing to replay; it gets the same time).
+NEXT_START_S = {"clean": 0.0, "faults": 30.0}
 TIMEOUTS = {  # the same where both have them (hermes-agent 0.19.0's constants; memcore-hermes' settings)
     "per_request_s": 30.0,  # hermes _TIMEOUT; memcore-openviking timeout (its default)
     "recall_s": 4.0,  # hermes recall timeout; memcore-hermes prefetch_timeout / recall_timeout
@@ -192,7 +195,7 @@ def run_round(
         "user": ids["user"],
         "hermes_home": str(home / "hermes-home"),
         "memcore_home": str(home / "memcore-home"),
-        "memcore": MEMCORE_SETTINGS,
+        "memcore": {**MEMCORE_SETTINGS, **({"workers": cfg["memcore_workers"]} if cfg["memcore_workers"] else {})},
         "sessions": cfg["sessions"],
         "turns": cfg["turns"],
         "think_ms": cfg["think_ms"],
@@ -209,7 +212,8 @@ def run_round(
     run.after_exit = read_state(stack, ids, sessions)
     proxy.tag = f"{prefix}/next"  # the fault plan goes on where it was: the service is no better at the next start
     run.restart, run.restart_exit_s = run_agent(
-        {**agent_cfg, "restart": True, "tag": f"{scenario}-{contender}-{rnd}-next"}, work
+        {**agent_cfg, "restart": True, "hold_s": NEXT_START_S[scenario], "tag": f"{scenario}-{contender}-{rnd}-next"},
+        work,
     )
     wait_quiet(proxy, prefix)
     settle(stack)
@@ -233,6 +237,7 @@ def figures(run: Run, by_id: dict[int, Exchange]) -> dict[str, float]:
     f["sessions_uncommitted_next"] = sum(1 for n in run.after_next.live.values() if n)
     f["messages_uncommitted_exit"] = sum(run.after_exit.live.values())
     f["archives"] = sum(run.after_next.archives.values())
+    f["journaled_next"] = (run.restart.get("report") or {}).get("pending", 0)
     f.update(commit_figures(run.exchanges))
     f.update(stale_recall(run.record, by_id))
     f["requests"] = len(run.exchanges)
@@ -256,6 +261,7 @@ COUNTS: list[tuple[str, str, str]] = [  # label, figure, how rounds combine
     ("turns expected", "turns_expected", "sum"),
     ("turns lost after the exit", "turns_lost_exit", "sum"),
     ("turns lost after the next start", "turns_lost", "sum"),
+    ("operations still journaled after the next start", "journaled_next", "sum"),
     ("turns in the wrong session", "turns_wrong_session", "sum"),
     ("turns out of order", "turns_out_of_order", "sum"),
     ("turns duplicated", "turns_duplicated", "sum"),
@@ -447,6 +453,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--think", type=float, default=0.0, help="ms the user waits after each turn (default 0)")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help=f"comma-separated, of {', '.join(SCENARIOS)}")
+    parser.add_argument(
+        "--memcore-workers", type=int, default=None, help="memcore-hermes' workers setting (default: its default, 4)"
+    )
     parser.add_argument("--server", default=None, help="openviking-server binary (default: see the module docstring)")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"default {DEFAULT_JSON}")
     args = parser.parse_args(argv)
@@ -463,6 +472,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "turns": args.turns or (3 if args.quick else 6),
         "rounds": args.rounds or (1 if args.quick else 3),
         "think_ms": args.think,
+        "memcore_workers": args.memcore_workers,
+        "next_start_s": NEXT_START_S,
         "scenarios": {
             s: {"rates": SCENARIOS[s].rates, "spike_s": SCENARIOS[s].spike_s} for s in args.scenarios.split(",")
         },

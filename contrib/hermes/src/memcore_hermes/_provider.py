@@ -36,6 +36,7 @@ DEFAULTS: dict[str, Any] = {
     "backends": ["sqlite"],
     "settings": {},
     "journal": True,
+    "workers": 4,  # memcore's lane workers: requests in flight at once (a hung request holds one)
     "recall_limit": 5,
     "prefetch_timeout": 2.0,  # below MemoryManager's 8 s prefetch cut-off
     "recall_timeout": 3.0,
@@ -107,6 +108,7 @@ def resolve_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
     for key in ("prefetch_timeout", "recall_timeout", "shutdown_timeout"):
         merged[key] = float(merged[key])
     merged["recall_limit"] = int(merged["recall_limit"])
+    merged["workers"] = int(merged["workers"])
     return merged
 
 
@@ -216,6 +218,7 @@ class MemcoreMemoryProvider(_Base):  # type: ignore[misc,valid-type,unused-ignor
                         backends=self._config["backends"],
                         settings=self._config["settings"] or None,
                         journal=self._config["journal"],
+                        workers=self._config["workers"],
                     )
                 parent = kwargs.get("parent_session_id") or None
                 self._lc = self._memory.lifecycle(session_id, parent_session_id=parent)
@@ -239,6 +242,7 @@ class MemcoreMemoryProvider(_Base):  # type: ignore[misc,valid-type,unused-ignor
             {"key": "recall_limit", "description": "recollections injected per turn", "default": 5},
             {"key": "prefetch_timeout", "description": "seconds a turn waits for recall", "default": 2.0},
             {"key": "shutdown_timeout", "description": "seconds shutdown waits to commit and drain", "default": 5.0},
+            {"key": "workers", "description": "requests in flight at once (a hung request holds one)", "default": 4},
         ]
 
     def save_config(self, values: dict[str, Any], hermes_home: str) -> None:
