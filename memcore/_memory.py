@@ -57,7 +57,10 @@ class Memory:
     off, a write raises :class:`~memcore.PendingLimitExceeded` and accepts nothing. Never a silent loss.
 
     Reliability (G9, G10): transient backend failures are retried per ``retry`` (a :class:`~memcore.RetryPolicy`);
-    each backend may hold at most ``per_backend_workers`` lane workers (default: its even share of ``workers``).
+    each backend may hold at most ``per_backend_workers`` lane workers (default: its even share of ``workers``). A
+    call that has run longer than ``stall_after`` seconds stops counting against those: a worker is started in its
+    place (for at most ``max_stalled`` stalled calls per backend, default four times its share), so a few hung
+    requests do not hold up every other session; ``stall_after=None`` keeps the pool fixed.
     ``journal`` (default on, ``$MEMCORE_HOME/journal.sqlite3``; a path, or ``False`` for none) keeps every accepted
     operation on disk until its backend acknowledged it, and operations left by a process that died are replayed
     when the next Memory starts. ``durability="group"`` writes the journal in the background (the caller never waits
@@ -75,6 +78,8 @@ class Memory:
         recall_workers: int = 2,
         max_pending: int = 100_000,
         per_backend_workers: int | None = None,
+        stall_after: float | None = 2.0,
+        max_stalled: int | None = None,
         retry: RetryPolicy | None = None,
         journal: bool | str | os.PathLike[str] = True,
         durability: str = "group",
@@ -133,6 +138,8 @@ class Memory:
             observers=registry.Observers(pm),
             retry=retry or RetryPolicy(),
             per_backend_workers=per_backend_workers,
+            stall_after=stall_after,
+            max_stalled=max_stalled,
         )
         self._scheduler = Scheduler(journal=self._journal, **self._config)
         if self._journal is not None:

@@ -1,4 +1,5 @@
-"""One recall across backends: results gathered as they arrive, merged by rank, cut off at a deadline (G5)."""
+"""One recall across backends: results gathered as they arrive, merged by rank, cut off at a deadline (G5). A
+transient failure is asked again while the deadline allows (a recall is read-only, so a retry cannot duplicate)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ import attrs
 
 from ._plugins import Backend
 from ._records import Recollection, Session
+from ._retry import is_transient
 
 log = logging.getLogger("memcore")
+RECALL_RETRY_INITIAL = 0.05  # seconds before the first retry of a transient recall failure; doubles per attempt
 
 
 class RecallCall:
@@ -46,13 +49,21 @@ class RecallCall:
 
     def _ask(self, index: int, backend: Backend) -> None:
         items: list[Recollection] = []
-        try:
-            answer = backend.call("memcore_recall", query=self._query, session=self._session, limit=self._limit)
-            items = [_coerce(item, backend.name) for item in (answer or ())]
-        except Exception as exc:
-            log.warning("memcore: recall on %s failed: %r", backend.name, exc)
-            with self._lock:
-                self.errors[backend.name] = repr(exc)
+        attempt = 0
+        while True:
+            try:
+                answer = backend.call("memcore_recall", query=self._query, session=self._session, limit=self._limit)
+                items = [_coerce(item, backend.name) for item in (answer or ())]
+                break
+            except Exception as exc:
+                delay = self._retry_delay(exc, attempt)
+                if delay is None:
+                    log.warning("memcore: recall on %s failed: %r", backend.name, exc)
+                    with self._lock:
+                        self.errors[backend.name] = repr(exc)
+                    break
+                attempt += 1
+                time.sleep(delay)
         with self._lock:
             self._answers[index] = items
             self._left -= 1
@@ -62,6 +73,15 @@ class RecallCall:
             self._event.set()
             for callback in callbacks:
                 callback()
+
+    def _retry_delay(self, exc: BaseException, attempt: int) -> float | None:
+        """How long to wait before asking again after ``exc``, or None: only a transient failure is retried, after
+        ``RECALL_RETRY_INITIAL * 2**attempt`` seconds (at least the service's ``retry_after``), and only while the
+        next attempt can start before the call's deadline."""
+        if not is_transient(exc):
+            return None
+        delay = max(RECALL_RETRY_INITIAL * 2**attempt, getattr(exc, "retry_after", None) or 0.0)
+        return delay if time.monotonic() + delay < self._deadline else None
 
     def add_done_callback(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (on a worker thread, or at once) when every backend has answered."""

@@ -5,9 +5,12 @@ Every (backend, session) pair has a FIFO lane. A fixed pool of lane workers runs
 one operation in flight per lane, so writes reach a backend in call order and a commit, queued behind the writes it
 covers, runs only after they finished. A transient failure puts the operation back at the head of its lane, which
 waits out its backoff without holding a worker. Each backend may occupy at most its share of the lane workers, so a
-hung or slow backend cannot starve the others. A separate, small pool of recall workers runs urgent tasks (recall,
-closing backends) so that a backlog of writes never delays recall. One lock guards the queues; no backend code runs
-under it.
+hung or slow backend cannot starve the others. A call that has run longer than ``stall_after`` is stalled: it no
+longer counts against the pool or its backend's share, and a worker is started in its place (at most ``max_stalled``
+stalled calls per backend count so), so a few hung requests cannot hold up every other session; the extra workers
+exit once the stalled calls return. Stalls are noticed when work is submitted and while flush or close wait (no timer
+thread). A separate, small pool of recall workers runs urgent tasks (recall, closing backends) so that a backlog of
+writes never delays recall. One lock guards the queues; no backend code runs under it.
 """
 
 from __future__ import annotations
@@ -62,6 +65,8 @@ class Lane:
         "queued",
         "scheduled",
         "session",
+        "stalled",
+        "started",
     )
 
     def __init__(self, backend: Backend, session: Session):
@@ -75,6 +80,8 @@ class Lane:
         self.committed = 0  # epoch covered by the last successful commit
         self.commit_target = 0  # highest epoch a queued or running commit covers
         self.enqueued = 0
+        self.started = 0.0  # when the operation in flight started (scheduler clock)
+        self.stalled = False  # ... and whether it has run past stall_after
         self.completed = 0
         self.attempts = 0  # failed attempts of the head operation
         self.first_try = 0.0  # when the head operation was first tried
@@ -96,6 +103,8 @@ class Scheduler:
         retry: RetryPolicy,
         journal: Journal | None = None,
         per_backend_workers: int | None = None,
+        stall_after: float | None = 2.0,
+        max_stalled: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ):
@@ -106,6 +115,10 @@ class Scheduler:
         share = per_backend_workers or math.ceil(workers / len(backends))
         if share < 1:
             raise ValueError("per_backend_workers must be at least 1")
+        if stall_after is not None and stall_after <= 0:
+            raise ValueError("stall_after must be positive (or None: never)")
+        if max_stalled is not None and max_stalled < 0:
+            raise ValueError("max_stalled must be at least 0")
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)
         self._urgent_ready = threading.Condition(self._lock)
@@ -114,6 +127,17 @@ class Scheduler:
         self._ready: list[collections.deque[Lane]] = [collections.deque() for _ in backends]
         self._in_flight = [0] * len(backends)
         self._share = min(share, workers)
+        # Stalls: calls in flight (lanes), how many of each backend's have run past stall_after, and how many of those
+        # may be replaced by an extra worker; lane worker threads alive and waiting.
+        self._workers = workers
+        self._stall_after = stall_after
+        self._stall_cap = 4 * self._share if max_stalled is None else max_stalled
+        self._running: set[Lane] = set()
+        self._stalled = [0] * len(backends)
+        self._next_stall_check = math.inf
+        self._live = workers
+        self._idle = 0
+        self._extra_names = itertools.count(workers)
         self._next = 0  # round-robin position over backends
         self._delayed: list[tuple[float, int, Lane]] = []  # lanes waiting out a backoff, by due time
         # Urgent tasks: (backend index or None, deadline, task). A backend may run at most its share of the recall
@@ -261,6 +285,8 @@ class Scheduler:
             lane.scheduled = True
             self._ready[lane.backend.index].append(lane)
             self._work.notify()
+            if not self._idle and self._clock() >= self._next_stall_check:
+                self._relieve()
 
     def replay(self, entries: list[Entry]) -> int:
         """Queue journaled operations left by a process that is gone, in their order (they are journaled already).
@@ -311,13 +337,25 @@ class Scheduler:
                 while True:
                     if self._stopping:
                         return
+                    if self._live > self._workers + self._relief():  # a stalled call came back: one worker too many
+                        self._live -= 1
+                        return
                     lane = self._pick()
                     if lane is not None:
                         break
-                    self._work.wait(self._until_next_due())
+                    self._idle += 1
+                    try:
+                        self._work.wait(self._until_next_due())
+                    finally:
+                        self._idle -= 1
                 op = lane.ops.popleft()
+                now = self._clock()
                 if lane.attempts == 0:
-                    lane.first_try = self._clock()
+                    lane.first_try = now
+                lane.started = now
+                self._running.add(lane)
+                if self._stall_after is not None and self._next_stall_check == math.inf:
+                    self._next_stall_check = now + self._stall_after
             error = self._execute(lane, op)
             self._finish(lane, op, error)
 
@@ -333,11 +371,51 @@ class Scheduler:
         n = len(self._ready)
         for k in range(n):
             i = (self._next + k) % n
-            if self._ready[i] and self._in_flight[i] < self._share:
+            if self._ready[i] and self._in_flight[i] - min(self._stalled[i], self._stall_cap) < self._share:
                 self._next = (i + 1) % n
                 self._in_flight[i] += 1
                 return self._ready[i].popleft()
         return None
+
+    def _relief(self) -> int:
+        """Stalled calls that an extra worker may stand in for (under the lock)."""
+        return sum(min(n, self._stall_cap) for n in self._stalled) if self._stall_cap else 0
+
+    def _relieve(self) -> None:
+        """(Under the lock.) Mark the calls that have run past ``stall_after``; while work waits and no worker is idle,
+        start a worker in place of each stalled call (within ``max_stalled`` per backend)."""
+        if self._stall_after is None or self._stopping:
+            return
+        now = self._clock()
+        due = math.inf
+        newly = False
+        for lane in self._running:
+            if not lane.stalled:
+                if now - lane.started >= self._stall_after:
+                    lane.stalled = newly = True
+                    self._stalled[lane.backend.index] += 1
+                else:
+                    due = min(due, lane.started + self._stall_after)
+        self._next_stall_check = due
+        if newly:
+            self._work.notify_all()  # stalled calls no longer count against their backend's share
+        if self._idle or not any(self._ready):
+            return
+        while self._live < self._workers + self._relief():
+            self._live += 1
+            name = f"memcore-worker-{next(self._extra_names)}"
+            thread = threading.Thread(target=self._lane_worker, name=name, daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _end_call(self, lane: Lane) -> None:
+        """The operation in flight on ``lane`` returned (under the lock)."""
+        self._in_flight[lane.backend.index] -= 1
+        self._running.discard(lane)
+        if lane.stalled:
+            lane.stalled = False
+            self._stalled[lane.backend.index] -= 1
+            self._work.notify_all()  # one worker is now one too many: an idle one exits
 
     def _until_next_due(self) -> float | None:
         if not self._delayed:
@@ -376,7 +454,7 @@ class Scheduler:
             else:
                 journal.fail(op[3], failure.error)
         with self._lock:
-            self._in_flight[lane.backend.index] -= 1
+            self._end_call(lane)
             lane.completed += 1
             lane.attempts = 0
             self._pending -= 1
@@ -409,13 +487,13 @@ class Scheduler:
             due = self._clock() + delay
             if self._stopping:  # closing: leave it pending (in the journal, if there is one)
                 lane.ops.appendleft(op)
-                self._in_flight[lane.backend.index] -= 1
+                self._end_call(lane)
                 return True
             if due > lane.first_try + self._retry.deadline:
                 return False
             lane.attempts = attempt
             lane.ops.appendleft(op)
-            self._in_flight[lane.backend.index] -= 1
+            self._end_call(lane)
             heapq.heappush(self._delayed, (due, op[3], lane))
             self._counts["retried"] += 1
             self._work.notify()  # a waiting worker recomputes when to wake
@@ -526,7 +604,8 @@ class Scheduler:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         return False
-                    self._progress.wait(remaining)
+                    self._relieve()
+                    self._progress.wait(self._tick(remaining))
                 targets = [(lane, lane.enqueued) for lane in self._lanes.values() if lane.completed < lane.enqueued]
                 while True:
                     targets = [(lane, n) for lane, n in targets if lane.completed < n]
@@ -535,9 +614,14 @@ class Scheduler:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         return False
-                    self._progress.wait(remaining)
+                    self._relieve()
+                    self._progress.wait(self._tick(remaining))
             finally:
                 self._waiters -= 1
+
+    def _tick(self, remaining: float) -> float:
+        """How long a flush or close may wait before it looks for stalled calls again."""
+        return remaining if self._stall_after is None else min(remaining, self._stall_after / 2)
 
     def close_admissions(self) -> None:
         """Refuse new work from now on and queue a commit of every dirty lane."""
@@ -561,7 +645,9 @@ class Scheduler:
             self._urgent_ready.notify_all()
             left = [(lane, op) for lane in self._lanes.values() for op in lane.ops]
         deadline = time.monotonic() + max(timeout, 0.0)
-        for thread in self._threads:
+        with self._lock:
+            threads = list(self._threads)  # no worker starts once stopping is set
+        for thread in threads:
             if thread is not threading.current_thread():
                 thread.join(max(deadline - time.monotonic(), 0.0))
         return left

@@ -149,6 +149,96 @@ def test_g9_a_backend_whose_recall_hangs_holds_only_its_share_of_recall_workers(
     gate.release()
 
 
+def test_g9_a_transient_recall_failure_is_asked_again_within_the_deadline(make_memory):
+    backend = RecordingBackend("flaky", [memcore.Recollection(text="second time lucky")])
+    backend.fail_next("recall", TransientError("503"), ConnectionError("reset"))
+    memory = make_memory(backend)
+    found = memory.lifecycle("s1").recall("q", timeout=WAIT)
+    assert [r.text for r in found] == ["second time lucky"]
+    assert backend.attempts("recall") == 3
+
+
+def test_g9_a_final_recall_failure_is_not_asked_again(make_memory):
+    backend = RecordingBackend("refusing", [memcore.Recollection(text="never")])
+    backend.fail_next("recall", ValueError("bad query"))
+    memory = make_memory(backend)
+    assert memory.lifecycle("s1").recall("q", timeout=WAIT) == []
+    assert backend.attempts("recall") == 1
+
+
+def test_g9_a_recall_retry_that_cannot_start_before_the_deadline_is_not_made(make_memory):
+    backend = RecordingBackend("busy", [memcore.Recollection(text="too late")])
+    backend.fail_next("recall", TransientError("429", retry_after=60.0))
+    memory = make_memory(backend)
+    started = time.monotonic()
+    assert memory.lifecycle("s1").recall("q", timeout=1.0) == []
+    assert time.monotonic() - started < 1.0  # gave up at once: waiting 60 s could not fit in the 1 s budget
+    assert backend.attempts("recall") == 1
+
+
+def lane_workers() -> int:
+    return sum(1 for t in threading.enumerate() if t.name.startswith("memcore-worker-"))
+
+
+def past(seconds: float) -> None:
+    """Let ``seconds`` of the monotonic clock pass (a threshold the code under test reads, not a hoped-for event)."""
+    time.sleep(seconds)
+
+
+def test_g9_calls_hung_past_stall_after_do_not_hold_up_other_sessions(make_memory, backend):
+    gate = backend.hold("write", when=lambda turn: turn[0].content.startswith("held"))
+    memory = make_memory(backend, workers=4, stall_after=0.05)
+    base = lane_workers()
+    for k in range(4):  # four hung requests: every lane worker is in one
+        memory.lifecycle(f"h{k}").sync_turn("held", "a")
+    eventually(lambda: gate.count == 4)
+    past(0.06)
+    free = memory.lifecycle("free")
+    free.sync_turn("one", "a")  # the agent's next turn notices the stalled calls: workers stand in for them
+    eventually(lambda: backend.texts("free") == ["one", "a"])
+    free.sync_turn("two", "a")
+    free.end()
+    eventually(lambda: backend.commits("free") == 1)
+    assert lane_workers() <= base + 4
+    gate.release()
+    drain(memory)
+    eventually(lambda: lane_workers() == base)  # the stand-ins leave once the stalled calls returned
+    assert [backend.texts(f"h{k}") for k in range(4)] == [["held", "a"]] * 4
+    assert backend.violations == []
+
+
+def test_g9_a_hung_backend_gets_at_most_max_stalled_stand_ins(make_memory):
+    hung, healthy = RecordingBackend("hung"), RecordingBackend("healthy")
+    gate = hung.hold("write")
+    memory = make_memory(hung, healthy, workers=4, stall_after=0.05, max_stalled=2)  # share: 2 each
+    for k in range(8):
+        memory.lifecycle(f"s{k}").sync_turn(f"t{k}", "a")
+    eventually(lambda: gate.count == 2)  # the hung backend's share
+    for _ in range(3):  # rounds of: the calls stall, a flush notices
+        past(0.06)
+        memory.flush(timeout=0.1)
+    assert gate.count == 4  # its share, plus max_stalled stand-ins; no more however long it hangs
+    eventually(lambda: all(healthy.texts(f"s{k}") == [f"t{k}", "a"] for k in range(8)))
+    gate.release()
+    drain(memory)
+    assert all(hung.texts(f"s{k}") == [f"t{k}", "a"] for k in range(8))
+
+
+def test_g9_stall_after_none_keeps_the_pool_fixed(make_memory, backend):
+    gate = backend.hold("write", when=lambda turn: turn[0].content.startswith("held"))
+    memory = make_memory(backend, workers=2, stall_after=None)
+    for k in range(2):
+        memory.lifecycle(f"h{k}").sync_turn("held", "a")
+    eventually(lambda: gate.count == 2)
+    past(0.06)
+    memory.lifecycle("free").sync_turn("one", "a")
+    assert not memory.flush(timeout=0.2).ok
+    assert backend.texts("free") == []  # waits behind the hung calls
+    gate.release()
+    drain(memory)
+    assert backend.texts("free") == ["one", "a"]
+
+
 # -- the pending bound with the journal on: spill (G8) -----------------------------------------------------------
 
 
