@@ -444,7 +444,11 @@ def server_version(binary: str) -> str:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        description="hermes-agent 0.19.0's OpenViking provider against memcore's, through hermes' MemoryManager, on one "
+        "real openviking-server behind a logging, fault-injecting proxy; tables on stdout, JSON to --json.",
+        epilog="Details: the module docstring and docs/benchmarks.md.",
+    )
     parser.add_argument("--quick", action="store_true", help="4 sessions x 3 turns, 1 round")
     parser.add_argument("--sessions", type=int, default=None, help="default 12, quick 4")
     parser.add_argument("--turns", type=int, default=None, help="default 6, quick 3")
