@@ -445,8 +445,8 @@ def server_version(binary: str) -> str:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="hermes-agent 0.19.0's OpenViking provider against memcore's, through hermes' MemoryManager, on one "
-        "real openviking-server behind a logging, fault-injecting proxy; tables on stdout, JSON to --json.",
+        description="hermes-agent 0.19.0's OpenViking provider against memcore's, through hermes' MemoryManager, on "
+        "one real openviking-server behind a logging, fault-injecting proxy; tables on stdout, JSON to --json.",
         epilog="Details: the module docstring and docs/benchmarks.md.",
     )
     parser.add_argument("--quick", action="store_true", help="4 sessions x 3 turns, 1 round")
