@@ -214,6 +214,19 @@ def test_recall_keeps_level_2_hits_best_first_within_limit() -> None:
     assert len(backend.memcore_recall("q", None, 1)) == 1 and seen[1].url.path == "/api/v1/search/find"
 
 
+def test_recall_limit_counts_distinct_texts() -> None:
+    """The same fact stored twice (two extractions of one archive) must not take two of the ``limit`` places: memcore
+    merges identical texts, so the caller would get fewer than it asked for while more were there."""
+    hits = {
+        "memories": [
+            {"uri": f"viking://user/alice/memories/events/{name}.md", "level": 2, "score": score, "abstract": text}
+            for name, score, text in [("a", 0.9, "fact 3"), ("b", 0.8, "fact 3"), ("c", 0.7, "fact 1")]
+        ]
+    }
+    backend, _ = make(lambda r: envelope(200, result=hits))
+    assert [r.text for r in backend.memcore_recall("q", None, 2)] == ["fact 3", "fact 1"]
+
+
 def test_notes_are_written_once_per_content_and_name_their_session() -> None:
     backend, seen = make(lambda r: envelope(200, result={}))
     note = memcore.Note(text="Prefers espresso", kind="preference")

@@ -137,6 +137,12 @@ class OpenVikingBackend:
         found = self._call("POST", "/search/search" if session is not None else "/search/find", body) or {}
         hits = [h for kind in ("memories", "resources", "skills") for h in found.get(kind) or () if h.get("level") == 2]
         hits.sort(key=lambda h: -(h.get("score") or 0.0))
+        # One per text: memcore merges identical texts into one, and the same fact can be stored twice (an extraction
+        # of a commit whose reply was lost and that was sent again), so ``limit`` counts distinct recollections.
+        distinct: dict[str, dict[str, Any]] = {}
+        for h in hits:
+            distinct.setdefault(h.get("abstract") or "", h)
+        hits = list(distinct.values())
         return [
             memcore.Recollection(
                 text=h.get("abstract") or "",
