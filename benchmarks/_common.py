@@ -1,5 +1,6 @@
 """Helpers shared by the benchmark scripts: the 50 ms :class:`SlowBackend`, percentiles, machine info, timer floor,
-gc control, table printing, and the target record every script's JSON lists.
+gc control, table printing, progress lines, the head every script's results share, and the target record every
+script's JSON lists.
 
 The scripts run as ``python benchmarks/<name>.py``, so this module is imported as ``_common`` (the script's directory
 is on ``sys.path``).
@@ -15,9 +16,9 @@ import platform
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -215,3 +216,29 @@ def print_targets(targets: Sequence[Target]) -> None:
             for t in targets
         ],
     )
+
+
+@dataclass
+class BenchResults:
+    """The head of every script's results (each subclass sets ``benchmark`` and adds its own fields)."""
+
+    benchmark: str = ""
+    quick: bool = False
+    started: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    total_seconds: float = 0.0
+    machine: dict[str, Any] = field(default_factory=machine_info)
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+def progress_printer(begin: float) -> Callable[[str], None]:
+    """A ``progress(msg)`` that prints ``msg`` to stderr with the seconds since ``begin`` (``time.perf_counter()``)."""
+
+    def progress(msg: str) -> None:
+        print(f"[{time.perf_counter() - begin:6.1f} s] {msg}", file=sys.stderr, flush=True)
+
+    return progress
+
+
+def fmt(value: float | None, spec: str = ".1f") -> str:
+    """``value`` formatted, or ``-`` for None and NaN."""
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)

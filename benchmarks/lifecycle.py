@@ -35,16 +35,17 @@ from typing import Any
 from _common import (
     BACKEND_LATENCY,
     CLOSE_TIMEOUT,
+    BenchResults,
     PhaseClose,
     SlowBackend,
     Target,
     close_phase,
     gc_counts,
     gc_state,
-    machine_info,
     percentile,
     print_table,
     print_targets,
+    progress_printer,
     timer_overhead_ns,
     verdict,
     write_json,
@@ -141,13 +142,8 @@ class ThroughputRow:
 
 
 @dataclass
-class Results:
+class Results(BenchResults):
     benchmark: str = "lifecycle"
-    quick: bool = False
-    started: str = ""
-    total_seconds: float = 0.0
-    machine: dict[str, Any] = field(default_factory=dict)
-    config: dict[str, Any] = field(default_factory=dict)
     timer_overhead_ns: int = 0
     latency: list[LatencyRow] = field(default_factory=list)
     threads: ThreadsResult | None = None
@@ -560,15 +556,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     res = Results(
         quick=quick,
-        started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        machine=machine_info(),
         config=config,
         timer_overhead_ns=timer_overhead_ns(),
     )
     begin = time.perf_counter()
 
-    def progress(msg: str) -> None:
-        print(f"[{time.perf_counter() - begin:6.1f} s] {msg}", file=sys.stderr, flush=True)
+    progress = progress_printer(begin)
 
     # (gc on, gap, samples key): back to back with gc on is what the targets judge; gc off shows what gc costs;
     # paced (a sleep before each call, like an agent between turns, while the workers cycle) shows cold-cache cost.

@@ -23,7 +23,6 @@ Needs ``openviking`` installed in the interpreter (``.tox/openviking/bin/python`
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import shutil
 import statistics
@@ -38,7 +37,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _common import Target, machine_info, percentile, print_table, print_targets, timer_overhead_ns, verdict, write_json
+from _common import (
+    BenchResults,
+    Target,
+    fmt,
+    percentile,
+    print_table,
+    print_targets,
+    progress_printer,
+    timer_overhead_ns,
+    verdict,
+    write_json,
+)
 
 import memcore
 
@@ -105,13 +115,8 @@ class Summary:
 
 
 @dataclass
-class Results:
+class Results(BenchResults):
     benchmark: str = "openviking"
-    quick: bool = False
-    started: str = ""
-    total_seconds: float = 0.0
-    machine: dict[str, Any] = field(default_factory=dict)
-    config: dict[str, Any] = field(default_factory=dict)
     server: dict[str, Any] = field(default_factory=dict)
     timer_overhead_ns: int = 0
     phases: list[PhaseRow] = field(default_factory=list)
@@ -292,10 +297,6 @@ def run_memcore(stack: Stack, rnd: int, sessions: int, turns: int, workers: int,
 # -- report --------------------------------------------------------------------------------------------------------
 
 
-def fmt(value: float | None, spec: str = ".1f") -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
-
-
 def summarize(res: Results, workers: Sequence[int]) -> None:
     plain = {p.round: p for p in res.phases if p.kind == "plain"}
     for p in res.phases:
@@ -442,15 +443,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     res = Results(
         quick=quick,
-        started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        machine=machine_info(),
         config=config,
         timer_overhead_ns=timer_overhead_ns(),
     )
     begin = time.perf_counter()
 
-    def progress(msg: str) -> None:
-        print(f"[{time.perf_counter() - begin:6.1f} s] {msg}", file=sys.stderr, flush=True)
+    progress = progress_printer(begin)
 
     server = find_server()
     if server is None:

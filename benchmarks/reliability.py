@@ -42,16 +42,17 @@ from typing import Any
 from _common import (
     BACKEND_LATENCY,
     CLOSE_TIMEOUT,
+    BenchResults,
     PhaseClose,
     SlowBackend,
     Target,
     close_phase,
     gc_counts,
     gc_state,
-    machine_info,
     percentile,
     print_table,
     print_targets,
+    progress_printer,
     timer_overhead_ns,
     verdict,
     write_json,
@@ -252,13 +253,8 @@ class RecoveryResult:
 
 
 @dataclass
-class Results:
+class Results(BenchResults):
     benchmark: str = "reliability"
-    quick: bool = False
-    started: str = ""
-    total_seconds: float = 0.0
-    machine: dict[str, Any] = field(default_factory=dict)
-    config: dict[str, Any] = field(default_factory=dict)
     timer_overhead_ns: int = 0
     latency: list[LatencyRow] = field(default_factory=list)
     throughput: list[ThroughputRow] = field(default_factory=list)
@@ -1027,15 +1023,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     res = Results(
         quick=quick,
-        started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        machine=machine_info(),
         config=config,
         timer_overhead_ns=timer_overhead_ns(),
     )
     begin = time.perf_counter()
 
-    def progress(msg: str) -> None:
-        print(f"[{time.perf_counter() - begin:6.1f} s] {msg}", file=sys.stderr, flush=True)
+    progress = progress_printer(begin)
 
     variants = (
         ("journal off", False, "group", "latency_samples", "latency_warmup"),

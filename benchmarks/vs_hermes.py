@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _common import machine_info, percentile, print_table, write_json
+from _common import BenchResults, fmt, percentile, print_table, progress_printer, write_json
 from _fault_proxy import Exchange, FaultPlan, FaultProxy
 from _vs_hermes_agent import COMMANDS, HOOKS
 from _vs_hermes_figures import ServerState, commit_figures, marker, placement, stale_recall
@@ -296,10 +296,6 @@ def ratio(h: float | None, m: float | None) -> str:
     return f"{h / m:.2f}x"
 
 
-def fmt(v: float | None, spec: str) -> str:
-    return "-" if v is None or v != v else format(v, spec)
-
-
 def scenario_table(runs: Sequence[Run]) -> list[list[str]]:
     by: dict[str, list[Run]] = {c: [r for r in runs if r.contender == c] for c in CONTENDERS}
     rows: list[list[str]] = []
@@ -337,13 +333,8 @@ def scenario_table(runs: Sequence[Run]) -> list[list[str]]:
 
 
 @dataclass
-class Results:
+class Results(BenchResults):
     benchmark: str = "vs_hermes"
-    quick: bool = False
-    started: str = ""
-    total_seconds: float = 0.0
-    machine: dict[str, Any] = field(default_factory=dict)
-    config: dict[str, Any] = field(default_factory=dict)
     server: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     tables: dict[str, list[list[str]]] = field(default_factory=dict)
@@ -485,14 +476,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "memcore_hermes_settings": MEMCORE_SETTINGS,
         "hermes_constants_s": {"session_drain": 10.0, "deferred_commit": 65.0, "manager_shutdown_drain": 5.0},
     }
-    res = Results(quick=args.quick, started=time.strftime("%Y-%m-%dT%H:%M:%S%z"), machine=machine_info(), config=config)
+    res = Results(quick=args.quick, config=config)
     res.versions = {
         n: dist_version(n) for n in ("hermes-agent", "memcore", "memcore-openviking", "memcore-hermes", "httpx")
     }
     begin = time.perf_counter()
 
-    def progress(msg: str) -> None:
-        print(f"[{time.perf_counter() - begin:6.1f} s] {msg}", file=sys.stderr, flush=True)
+    progress = progress_printer(begin)
 
     server = locate_server(args.server)
     if server is None:

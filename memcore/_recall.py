@@ -14,10 +14,11 @@ import attrs
 
 from ._plugins import Backend
 from ._records import Recollection, Session
-from ._retry import is_transient
+from ._retry import RetryPolicy, is_transient
 
 log = logging.getLogger("memcore")
-RECALL_RETRY_INITIAL = 0.05  # seconds before the first retry of a transient recall failure; doubles per attempt
+#: Waits between recall attempts: 50 ms, doubling, no jitter (the recall's own deadline bounds them).
+RECALL_RETRY = RetryPolicy(initial=0.05, jitter=0.0)
 
 
 class RecallCall:
@@ -76,11 +77,11 @@ class RecallCall:
 
     def _retry_delay(self, exc: BaseException, attempt: int) -> float | None:
         """How long to wait before asking again after ``exc``, or None: only a transient failure is retried, after
-        ``RECALL_RETRY_INITIAL * 2**attempt`` seconds (at least the service's ``retry_after``), and only while the
-        next attempt can start before the call's deadline."""
+        :data:`RECALL_RETRY`'s delay (at least the service's ``retry_after``), and only while the next attempt can
+        start before the call's deadline."""
         if not is_transient(exc):
             return None
-        delay = max(RECALL_RETRY_INITIAL * 2**attempt, getattr(exc, "retry_after", None) or 0.0)
+        delay = RECALL_RETRY.delay(attempt + 1, getattr(exc, "retry_after", None))
         return delay if time.monotonic() + delay < self._deadline else None
 
     def add_done_callback(self, callback: Callable[[], None]) -> None:
