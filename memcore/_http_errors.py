@@ -13,10 +13,7 @@ from contextlib import contextmanager
 import httpx
 
 from ._errors import MemcoreError, TransientError
-
-#: 4xx statuses worth retrying: 408 Request Timeout (the service timed out waiting; G9 counts timeouts as
-#: transient) and 429 Too Many Requests (honouring Retry-After). Every other 4xx is final.
-TRANSIENT_4XX = frozenset({408, 429})
+from ._retry import _TRANSPORT_ERRORS, TRANSIENT_4XX, is_transient
 
 __all__ = [
     "HTTPStatusError",
@@ -32,7 +29,6 @@ __all__ = [
 EXCERPT = 200
 REDACTED = "***"
 _SECRET_WORDS = ("auth", "cookie", "key", "token", "secret", "password", "credential", "signature")
-_TRANSPORT_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
 _DELTA_SECONDS = re.compile(r"-?\d+(\.\d+)?")
 
 
@@ -86,15 +82,6 @@ def mapped() -> Iterator[None]:
         method, path = _request_line(exc)
         where = f" on {method} {path}" if method else ""
         raise TransientError(f"{type(exc).__name__}{where}: {exc}") from exc
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Whether memcore would retry ``exc``: a :class:`memcore.TransientError`, an httpx timeout, network or remote
-    protocol error, httpx's own status error for 408, 429 or 5xx, or Python's ``TimeoutError`` / ``ConnectionError``."""
-    if isinstance(exc, httpx.HTTPStatusError):
-        status = exc.response.status_code
-        return status in TRANSIENT_4XX or status >= 500
-    return isinstance(exc, (TransientError, TimeoutError, ConnectionError, *_TRANSPORT_ERRORS))
 
 
 def parse_retry_after(value: str | None, *, now: Callable[[], float] = time.time) -> float | None:

@@ -246,15 +246,16 @@ class Journal:
             raise
         return entries
 
-    def read_spilled(self, after: int, limit: int) -> list[Entry]:
-        """The next ``limit`` spilled operations with a sequence number above ``after``, in order (on disk first)."""
+    def read_spilled(self, backend: str, after: int, limit: int) -> list[Entry]:
+        """The next ``limit`` spilled operations of ``backend`` (its key) with a sequence number above ``after``, in
+        order (put on disk first)."""
         self.wait_durable()
         if self._reader is None:
             self._reader = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
         rows = self._reader.execute(
             "SELECT seq, backend, session_id, parent_id, kind, payload FROM ops "
-            "WHERE owner = ? AND status = 'spilled' AND seq > ? ORDER BY seq LIMIT ?",
-            (self.owner, after, limit),
+            "WHERE owner = ? AND status = 'spilled' AND backend = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (self.owner, backend, after, limit),
         ).fetchall()
         return [
             Entry(seq=seq, backend=b, session=Session(id=sid, parent_id=p), kind=k, payload=decode(k, data))

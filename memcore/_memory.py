@@ -17,7 +17,7 @@ import attrs
 
 from . import _plugins as registry
 from . import _validate as check
-from ._errors import BackendLoadError, PluginError, UnknownBackend
+from ._errors import BackendLoadError, MemoryClosed, PluginError, UnknownBackend
 from ._journal import Journal
 from ._lifecycle import SessionLifecycle
 from ._paths import memcore_home
@@ -52,15 +52,18 @@ class Memory:
     embedded SQLite backend. ``settings`` maps a backend name to the keyword arguments of its class. ``plugins`` lists
     observer plugins (names in the ``memcore.plugins`` group or instances); ``None`` loads every installed one.
     A backend that fails to import or construct is skipped with its reason in ``skipped`` (``strict=True`` or
-    ``MEMCORE_STRICT=1`` raises instead). ``max_pending`` bounds the operations held in memory: past it, with the
-    journal on, new operations spill to the journal and are loaded back in order as the lanes drain; with the journal
-    off, a write raises :class:`~memcore.PendingLimitExceeded` and accepts nothing. Never a silent loss.
+    ``MEMCORE_STRICT=1`` raises instead). ``max_pending`` bounds the operations held in memory in total, and
+    ``max_pending_per_backend`` (default: an even part of ``max_pending``) each backend's: past either, with the
+    journal on, that backend's new operations spill to the journal and are loaded back in order as its lanes drain
+    (a hung backend fills only its own part); with the journal off, a write raises
+    :class:`~memcore.PendingLimitExceeded` and accepts nothing. Never a silent loss.
 
-    Reliability (G9, G10): transient backend failures are retried per ``retry`` (a :class:`~memcore.RetryPolicy`);
-    each backend may hold at most ``per_backend_workers`` lane workers (default: its even share of ``workers``). A
-    call that has run longer than ``stall_after`` seconds stops counting against those: a worker is started in its
-    place (for at most ``max_stalled`` stalled calls per backend, default four times its share), so a few hung
-    requests do not hold up every other session; ``stall_after=None`` keeps the pool fixed.
+    Threads (G8): ``workers`` lane workers, of which each backend may hold at most ``per_backend_workers`` (default: its
+    even share), and ``max(recall_workers, number of backends)`` recall workers, an even part for each backend. A call
+    that has run longer than ``stall_after`` seconds stops counting against its backend's share, and a stand-in worker
+    is started in its place when no worker is idle; at most ``max_stalled`` (default ``workers``) stand-ins in all,
+    split evenly between backends, so lane threads never exceed ``workers + max_stalled``. ``stall_after=None`` keeps
+    the pool at ``workers``. Transient backend failures are retried per ``retry`` (a :class:`~memcore.RetryPolicy`).
     ``journal`` (default on, ``$MEMCORE_HOME/journal.sqlite3``; a path, or ``False`` for none) keeps every accepted
     operation on disk until its backend acknowledged it, and operations left by a process that died are replayed
     when the next Memory starts. ``durability="group"`` writes the journal in the background (the caller never waits
@@ -77,6 +80,7 @@ class Memory:
         workers: int = 4,
         recall_workers: int = 2,
         max_pending: int = 100_000,
+        max_pending_per_backend: int | None = None,
         per_backend_workers: int | None = None,
         stall_after: float | None = 2.0,
         max_stalled: int | None = None,
@@ -135,6 +139,7 @@ class Memory:
             workers=workers,
             recall_workers=recall_workers,
             max_pending=max_pending,
+            max_pending_per_backend=max_pending_per_backend,
             observers=registry.Observers(pm),
             retry=retry or RetryPolicy(),
             per_backend_workers=per_backend_workers,
@@ -197,7 +202,8 @@ class Memory:
         return SessionLifecycle(self, Session(id=sid, parent_id=parent_session_id))
 
     def recall(self, query: str, limit: int = 5, timeout: float = 2.0) -> list[Recollection]:
-        """Recall outside any session (every backend searches all it holds)."""
+        """Recall outside any session (every backend searches all it holds). Raises
+        :class:`~memcore.MemoryClosed` once ``close()`` was called."""
         call = self._start_recall(query, None, limit, timeout)
         call.wait()
         return call.results()
@@ -219,7 +225,7 @@ class Memory:
             deadline = start + timeout
             self._scheduler.close_admissions()
             drained = self._scheduler.wait_idle(timeout)
-            closed = self._close_backends(deadline)
+            closed = self._scheduler.close_backends(deadline)
             left = self._scheduler.stop(deadline - time.monotonic())
             if self._journal is None:
                 self._scheduler.emit_dropped(left)
@@ -264,40 +270,14 @@ class Memory:
             raise ValueError(f"limit must be a positive integer, not {limit!r}")
         if not isinstance(timeout, (int, float)) or timeout < 0:
             raise ValueError(f"timeout must be a non-negative number, not {timeout!r}")
+        if self._scheduler.closed:
+            raise MemoryClosed("this Memory is closed; it recalls nothing")
         call = RecallCall(self._recallers, query, session, limit, timeout)
-        for index, task in call.tasks():
-            self._scheduler.run_urgent(task, backend=index, deadline=call.deadline)
+        for index, task, cancel in call.tasks():
+            self._scheduler.run_recall(index, task, deadline=call.deadline, cancel=cancel)
         return call
 
     # -- internals ---------------------------------------------------------------------------------------------
-
-    def _close_backends(self, deadline: float) -> bool:
-        """Run each idle backend's ``memcore_close`` on a recall worker; a backend still busy is left open."""
-        busy = self._scheduler.busy_backends()
-        done = threading.Semaphore(0)
-        started = 0
-        for backend in self._backends:
-            if "close" not in backend.capabilities:
-                continue
-            if backend.index in busy:
-                log.warning("memcore: %s still has work in flight at the close deadline; not closed", backend.name)
-                continue
-
-            def close_one(b: registry.Backend = backend) -> None:
-                try:
-                    b.call("memcore_close")
-                except Exception as exc:
-                    log.warning("memcore: closing %s failed: %r", b.name, exc)
-                finally:
-                    done.release()
-
-            self._scheduler.run_urgent(close_one)
-            started += 1
-        ok = not busy
-        for _ in range(started):
-            if not done.acquire(timeout=max(deadline - time.monotonic(), 0.0)):
-                return False
-        return ok
 
     def _report(self, start: float, *, timed_out: bool) -> Report:
         report = self._scheduler.report(

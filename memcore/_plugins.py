@@ -111,10 +111,20 @@ def register(pm: pluggy.PluginManager, plugin: Any, *, backend: bool) -> str:
     return name
 
 
+def max_write_messages(plugin: Any, name: str) -> int | None:
+    """A backend's ``max_write_messages`` (a positive int, or None: any length); anything else is refused."""
+    value = getattr(plugin, "max_write_messages", None)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise PluginError(f"backend {name!r}: max_write_messages must be a positive integer or None, not {value!r}")
+    return value
+
+
 class Backend:
     """A registered backend: its name, capabilities, and hook callers that reach only it (plus observer wrappers)."""
 
-    __slots__ = ("_callers", "capabilities", "index", "key", "name", "plugin")
+    __slots__ = ("_callers", "capabilities", "index", "key", "max_write", "name", "plugin")
 
     def __init__(self, pm: pluggy.PluginManager, plugin: Any, name: str, index: int, others: Iterable[Any]):
         self.plugin = plugin
@@ -125,6 +135,8 @@ class Backend:
         key = getattr(plugin, "journal_key", None)
         self.key = key if isinstance(key, str) and key else name
         self.capabilities = capabilities(plugin)
+        # The most messages one memcore_write takes (``max_write_messages``): the core splits longer turns.
+        self.max_write = max_write_messages(plugin, name)
         others = [p for p in others if p is not plugin]
         self._callers = {
             hook: pm.subset_hook_caller(hook, remove_plugins=others)

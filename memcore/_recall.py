@@ -39,9 +39,13 @@ class RecallCall:
         if not self._left:
             self._event.set()
 
-    def tasks(self) -> list[tuple[int, Callable[[], None]]]:
-        """One task per backend (with the backend's index), to run on recall workers before :attr:`deadline`."""
-        return [(b.index, functools.partial(self._ask, i, b)) for i, b in enumerate(self._backends)]
+    def tasks(self) -> list[tuple[int, Callable[[], None], Callable[[], None]]]:
+        """One task per backend, to run on recall workers before :attr:`deadline`: the backend's index, the task, and
+        what to call instead if the task is cancelled (the Memory closed)."""
+        return [
+            (b.index, functools.partial(self._ask, i, b), functools.partial(self._answer, i, [], b.name))
+            for i, b in enumerate(self._backends)
+        ]
 
     @property
     def deadline(self) -> float:
@@ -65,7 +69,14 @@ class RecallCall:
                     break
                 attempt += 1
                 time.sleep(delay)
+        self._answer(index, items)
+
+    def _answer(self, index: int, items: list[Recollection], cancelled: str | None = None) -> None:
         with self._lock:
+            if index in self._answers:
+                return
+            if cancelled is not None:
+                self.errors[cancelled] = "cancelled: the Memory closed"
             self._answers[index] = items
             self._left -= 1
             finished = self._left == 0

@@ -5,16 +5,27 @@ from __future__ import annotations
 import random
 
 import attrs
+import httpx
 
 from ._errors import TransientError
 
-__all__ = ["RetryPolicy", "is_transient"]
+__all__ = ["TRANSIENT_4XX", "RetryPolicy", "is_transient"]
+
+#: 4xx statuses worth retrying: 408 Request Timeout (the service timed out waiting; G9 counts timeouts as
+#: transient) and 429 Too Many Requests (honouring Retry-After). Every other 4xx is final.
+TRANSIENT_4XX = frozenset({408, 429})
+_TRANSPORT_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Transient: :class:`memcore.TransientError` (what ``memcore.http`` maps timeouts, resets, 429 and 5xx to), and
-    Python's own ``TimeoutError`` and ``ConnectionError`` from backends that talk to sockets themselves."""
-    return isinstance(exc, (TransientError, TimeoutError, ConnectionError))
+    """Whether memcore retries ``exc`` (the one definition, also ``memcore.http.is_transient``): a
+    :class:`memcore.TransientError` (what ``memcore.http`` maps timeouts, resets, 429 and 5xx to), an httpx timeout,
+    network or remote protocol error, httpx's own status error for 408, 429 or 5xx, and Python's ``TimeoutError`` and
+    ``ConnectionError`` from backends that talk to sockets themselves."""
+    if isinstance(exc, httpx.HTTPStatusError):
+        status = exc.response.status_code
+        return status in TRANSIENT_4XX or status >= 500
+    return isinstance(exc, (TransientError, TimeoutError, ConnectionError, *_TRANSPORT_ERRORS))
 
 
 @attrs.frozen(kw_only=True)

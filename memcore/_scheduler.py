@@ -1,94 +1,50 @@
-"""Lanes and the worker pool: ordering (G2), drain before commit (G3), one commit per change (G4), bounds (G8),
-retries that keep order (G9), and the journal's bookkeeping (G10).
+"""The scheduler: admission, delivery and the journal's bookkeeping, put together from its parts.
 
-Every (backend, session) pair has a FIFO lane. A fixed pool of lane workers runs the head of each ready lane, at most
-one operation in flight per lane, so writes reach a backend in call order and a commit, queued behind the writes it
-covers, runs only after they finished. A transient failure puts the operation back at the head of its lane, which
-waits out its backoff without holding a worker. Each backend may occupy at most its share of the lane workers, so a
-hung or slow backend cannot starve the others. A call that has run longer than ``stall_after`` is stalled: it no
-longer counts against the pool or its backend's share, and a worker is started in its place (at most ``max_stalled``
-stalled calls per backend count so), so a few hung requests cannot hold up every other session; the extra workers
-exit once the stalled calls return. Stalls are noticed when work is submitted and while flush or close wait (no timer
-thread). A separate, small pool of recall workers runs urgent tasks (recall, closing backends) so that a backlog of
-writes never delays recall. One lock guards the queues; no backend code runs under it.
+- :mod:`memcore._lanes`: per (backend, session) FIFOs and their epochs: order (G2), drain before commit (G3), one
+  commit per change (G4). Pure bookkeeping.
+- :mod:`memcore._pending`: the bound on pending work per backend and in total, and the spill to the journal (G8).
+- :mod:`memcore._pool`: the lane workers, backends' shares, backoffs and stalled calls (G8 threads, G9).
+- :mod:`memcore._recall_pool`: recall's own workers, a queue per backend (G5, G9).
+- :mod:`memcore._journal`: what is accepted stays on disk until delivered (G10).
+
+This module admits operations (cheap: the caller's thread), runs each on a lane worker, retries transient failures
+after a backoff at the head of their lane, and reports. One lock guards lanes, bound and pool; no backend code runs
+under it.
 """
 
 from __future__ import annotations
 
 import collections
-import heapq
+import functools
 import itertools
 import logging
 import math
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from ._errors import MemoryClosed, PendingLimitExceeded, TransientError
 from ._journal import Entry, Journal
+from ._lanes import COMMIT, NOTE, WRITE, Lane, Lanes, Op
+from ._pending import PendingBound
 from ._plugins import Backend, Observers
+from ._pool import WorkerPool
+from ._recall_pool import RecallPool
 from ._records import Event, Failure, Report, Session
 from ._retry import RetryPolicy, is_transient
 
+__all__ = ["COMMIT", "NOTE", "WRITE", "Scheduler"]
+
 log = logging.getLogger("memcore")
 
-WRITE = "write"
-NOTE = "remember"
-COMMIT = "commit"
-_HOOKS = {WRITE: "memcore_write", NOTE: "memcore_remember", COMMIT: "memcore_commit"}
+_HOOKS = {WRITE: "memcore_write", NOTE: "memcore_remember"}
 _ARG = {WRITE: "messages", NOTE: "note"}
 #: How many final failures a Report keeps (the count in ``Report.failed`` is exact).
 FAILURES_KEPT = 100
 #: A backend's failures are logged as warnings at most once per this many seconds (the Report counts every one).
 WARN_EVERY = 30.0
-
-Op = tuple[str, Any, int, int]  # kind, payload, epoch covered (commits) or reached (writes), journal sequence number
-
-
-class Lane:
-    """The FIFO of one (backend, session). Its fields are guarded by the scheduler's lock, except ``opened``, which
-    only the worker holding the lane's single in-flight operation touches."""
-
-    __slots__ = (
-        "accepted",
-        "attempts",
-        "backend",
-        "commit_target",
-        "committed",
-        "completed",
-        "enqueued",
-        "first_try",
-        "opened",
-        "ops",
-        "queued",
-        "scheduled",
-        "session",
-        "stalled",
-        "started",
-    )
-
-    def __init__(self, backend: Backend, session: Session):
-        self.backend = backend
-        self.session = session
-        self.ops: collections.deque[Op] = collections.deque()
-        self.scheduled = False  # ready, waiting out a backoff, or running: at most one operation in flight
-        self.opened = False
-        self.accepted = 0  # writes and notes accepted: the lane's epoch
-        self.queued = 0  # ... of which the ones in memory (the rest are spilled to the journal, to be loaded back)
-        self.committed = 0  # epoch covered by the last successful commit
-        self.commit_target = 0  # highest epoch a queued or running commit covers
-        self.enqueued = 0
-        self.started = 0.0  # when the operation in flight started (scheduler clock)
-        self.stalled = False  # ... and whether it has run past stall_after
-        self.completed = 0
-        self.attempts = 0  # failed attempts of the head operation
-        self.first_try = 0.0  # when the head operation was first tried
-
-    @property
-    def dirty(self) -> bool:
-        return self.accepted > self.committed
 
 
 class Scheduler:
@@ -103,6 +59,7 @@ class Scheduler:
         retry: RetryPolicy,
         journal: Journal | None = None,
         per_backend_workers: int | None = None,
+        max_pending_per_backend: int | None = None,
         stall_after: float | None = 2.0,
         max_stalled: int | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -110,8 +67,6 @@ class Scheduler:
     ):
         if workers < 1 or recall_workers < 1:
             raise ValueError("workers and recall_workers must be at least 1")
-        if max_pending < 1:
-            raise ValueError("max_pending must be at least 1")
         share = per_backend_workers or math.ceil(workers / len(backends))
         if share < 1:
             raise ValueError("per_backend_workers must be at least 1")
@@ -120,44 +75,13 @@ class Scheduler:
         if max_stalled is not None and max_stalled < 0:
             raise ValueError("max_stalled must be at least 0")
         self._lock = threading.Lock()
-        self._work = threading.Condition(self._lock)
-        self._urgent_ready = threading.Condition(self._lock)
-        self._progress = threading.Condition(self._lock)
+        self._work = threading.Condition(self._lock)  # lane workers wait on it
+        self._progress = threading.Condition(self._lock)  # flush and close wait on it
         self._backends = backends
-        self._ready: list[collections.deque[Lane]] = [collections.deque() for _ in backends]
-        self._in_flight = [0] * len(backends)
-        self._share = min(share, workers)
-        # Stalls: calls in flight (lanes), how many of each backend's have run past stall_after, and how many of those
-        # may be replaced by an extra worker; lane worker threads alive and waiting.
-        self._workers = workers
-        self._stall_after = stall_after
-        self._stall_cap = 4 * self._share if max_stalled is None else max_stalled
-        self._running: set[Lane] = set()
-        self._stalled = [0] * len(backends)
-        self._next_stall_check = math.inf
-        self._live = workers
-        self._idle = 0
-        self._extra_names = itertools.count(workers)
-        self._next = 0  # round-robin position over backends
-        self._delayed: list[tuple[float, int, Lane]] = []  # lanes waiting out a backoff, by due time
-        # Urgent tasks: (backend index or None, deadline, task). A backend may run at most its share of the recall
-        # workers at once, so one whose recall hangs cannot take them all; a task whose deadline passed before it
-        # ran is dropped (its recall has returned without it).
-        self._urgent: collections.deque[tuple[int | None, float, Callable[[], None]]] = collections.deque()
-        self._recall_busy = [0] * len(backends)
-        self._recall_share = max(1, recall_workers // len(backends))
-        # Only live lanes: a lane that is idle and clean is retired, so memory and the scans below grow with the
-        # sessions that have work or uncommitted writes, not with every session ever seen. For backends that open
-        # sessions, the ids already opened are kept (a set of strings) so that open runs once per session.
-        self._lanes: dict[tuple[int, str], Lane] = {}
-        self._opened: dict[int, set[str]] = {}
+        self._by_key = {b.key: b for b in backends}
+        self._lanes = Lanes()
+        self._bound = PendingBound(len(backends), total=max_pending, per_backend=max_pending_per_backend)
         self._seq = itertools.count(1)
-        self._max_pending = max_pending
-        self._pending = 0  # operations in lanes (queued, in backoff or in flight)
-        self._spilled = 0  # operations kept only in the journal, waiting to be loaded back (G8)
-        self._spill_high = 0  # sequence number of the last spilled operation
-        self._loaded_seq = 0  # ... and of the last one loaded back
-        self._reloading = False
         self._waiters = 0
         self._counts = collections.Counter[str]()
         self._failures: collections.deque[Failure] = collections.deque(maxlen=FAILURES_KEPT)
@@ -169,48 +93,47 @@ class Scheduler:
         self._rng = rng or random.Random()
         self._closed = False
         self._stopping = False
-        self._threads = [
-            threading.Thread(target=self._lane_worker, name=f"memcore-worker-{i}", daemon=True) for i in range(workers)
-        ] + [
-            threading.Thread(target=self._urgent_worker, name=f"memcore-recall-{i}", daemon=True)
-            for i in range(recall_workers)
-        ]
-        for thread in self._threads:
-            thread.start()
+        self.recall = RecallPool(backends=len(backends), workers=recall_workers)
+        self._pool = WorkerPool(
+            cond=self._work,
+            backends=len(backends),
+            workers=workers,
+            share=min(share, workers),
+            stall_after=stall_after,
+            max_stalled=workers if max_stalled is None else max_stalled,
+            clock=clock,
+            run=self._run,
+        )
 
     # -- admission (caller threads; must stay cheap) -------------------------------------------------------------
 
     def submit(self, backends: tuple[Backend, ...], session: Session, kind: str, payload: Any) -> None:
-        """Append one operation to the lane of ``session`` on each of ``backends``, all or nothing."""
-        n = len(backends)
+        """Append one operation to the lane of ``session`` on each of ``backends``, all or nothing. A turn longer
+        than a backend's ``max_write_messages`` becomes several operations of that size, so a retry resends only the
+        part that failed."""
         journal = self._journal
         with self._lock:
             if self._closed:
                 raise MemoryClosed("this Memory is closed; it accepts no new writes")
-            spill = bool(self._spilled) or self._pending + n > self._max_pending
-            if spill and journal is None:
+            bound = self._bound
+            parts = [_split(b, kind, payload) for b in backends]
+            spills = [bound.must_spill(b.index, len(p)) for b, p in zip(backends, parts, strict=True)]
+            if journal is None and any(spills):
                 raise PendingLimitExceeded(
-                    f"{self._pending} operations are pending (max_pending={self._max_pending}); nothing was accepted"
+                    f"{bound.total} operations are pending (max_pending={bound.total_cap}, "
+                    f"{bound.cap} per backend); nothing was accepted"
                 )
-            for backend in backends:
-                lane = self._lane(backend, session)
-                lane.accepted += 1
-                seq = next(self._seq)
-                if journal is not None:
-                    journal.append(seq, backend.key, session, kind, payload, spilled=spill)
-                if spill:
-                    self._spill(seq)
-                else:
-                    lane.queued = lane.accepted
-                    self._append(lane, (kind, payload, lane.accepted, seq))
-                    self._pending += 1
-
-    def _lane(self, backend: Backend, session: Session) -> Lane:
-        lane = self._lanes.get((backend.index, session.id))
-        if lane is None:
-            lane = self._lanes[(backend.index, session.id)] = Lane(backend, session)
-            lane.opened = session.id in self._opened.get(backend.index, ())
-        return lane
+            for backend, pieces, spill in zip(backends, parts, spills, strict=True):
+                lane = self._lanes.get(backend, session)
+                for piece in pieces:
+                    seq = next(self._seq)
+                    if journal is not None:
+                        journal.append(seq, backend.key, session, kind, piece, spilled=spill)
+                    op = Lanes.accept_write(lane, kind, piece, seq, in_memory=not spill)
+                    if op is None:
+                        self._spill(backend.index, seq)
+                    else:
+                        self._append(lane, op)
 
     def request_commit(self, backends: Iterable[Backend], session_id: str) -> int:
         """Queue a commit of ``session_id`` on each backend where it is dirty and not already covered (G4).
@@ -220,91 +143,80 @@ class Scheduler:
             if self._closed:
                 return 0
             for backend in backends:
-                lane = self._lanes.get((backend.index, session_id))
-                if lane is not None:
-                    queued += self._queue_commit(lane)
+                lane = self._lanes.find(backend, session_id)
+                if lane is not None and Lanes.wants_commit(lane):
+                    self._queue_commit(lane)
+                    queued += 1
         return queued
 
-    def _queue_commit(self, lane: Lane, *, force: bool = False) -> int:
-        if not force and lane.accepted <= max(lane.committed, lane.commit_target):
-            return 0
-        lane.commit_target = lane.accepted
+    def _queue_commit(self, lane: Lane) -> None:
+        i = lane.backend.index
         seq = next(self._seq)
-        spill = bool(self._spilled)  # behind spilled writes, so spilled too: order is kept
+        spill = self._journal is not None and self._bound.must_spill(i)  # behind spilled writes: spilled too
         if self._journal is not None:
             self._journal.append(seq, lane.backend.key, lane.session, COMMIT, None, spilled=spill)
+        op = Lanes.accept_commit(lane, seq)
         if spill:
-            self._spill(seq)
+            self._spill(i, seq)
         else:
-            self._append(lane, (COMMIT, None, lane.accepted, seq))
-            self._pending += 1
-        return 1
-
-    def _spill(self, seq: int) -> None:
-        """Count an operation kept only in the journal (under the lock). From the first spilled operation on, every
-        new one is spilled too until all are loaded back, so that order holds in every lane."""
-        self._spilled += 1
-        self._spill_high = seq
-        if self._pending == 0 and not self._reloading:  # nothing in flight would trigger the load: ask for one
-            self._reloading = True
-            self._urgent.append((None, math.inf, self._reload))
-            self._urgent_ready.notify()
-
-    def _reload(self) -> None:
-        """Load spilled operations back into their lanes, in order, up to half the bound (off the lock)."""
-        assert self._journal is not None
-        try:
-            with self._lock:
-                room = max(self._max_pending // 2 - self._pending, 1)
-                after = self._loaded_seq
-            entries = self._journal.read_spilled(after, room)
-        except Exception:
-            log.exception("memcore: spilled operations could not be read back from the journal")
-            entries = []
-        by_key = {b.key: b for b in self._backends}
-        with self._lock:
-            for entry in entries:
-                lane = self._lane(by_key[entry.backend], entry.session)
-                if entry.kind != COMMIT:
-                    lane.queued += 1
-                self._append(lane, (entry.kind, entry.payload, lane.queued, entry.seq))
-                self._pending += 1
-                self._spilled -= 1
-                self._loaded_seq = entry.seq
-            if not entries and self._spilled:
-                log.error("memcore: %d spilled operations were not found in the journal", self._spilled)
-                self._spilled = 0
-            self._reloading = False
-            if self._waiters:
-                self._progress.notify_all()
+            self._append(lane, op)
 
     def _append(self, lane: Lane, op: Op) -> None:
         lane.ops.append(op)
-        lane.enqueued += 1
+        lane.added += 1
+        self._bound.held(lane.backend.index)
         if not lane.scheduled:
             lane.scheduled = True
-            self._ready[lane.backend.index].append(lane)
-            self._work.notify()
-            if not self._idle and self._clock() >= self._next_stall_check:
-                self._relieve()
+            self._pool.ready(lane)
+
+    def _spill(self, i: int, seq: int) -> None:
+        self._bound.spill(i, seq)
+        self._start_reloads()
+
+    def _start_reloads(self) -> None:
+        """Hand a reload of spilled operations to a lane worker for each backend that has room for them."""
+        bound = self._bound
+        for i in range(len(self._backends)):
+            if bound.reload_due(i):
+                bound.reloading[i] = True
+                self._pool.chore(functools.partial(self._reload, i))
+
+    def _reload(self, i: int) -> None:
+        """Load backend ``i``'s spilled operations back into their lanes, in order (on a lane worker, off the lock)."""
+        assert self._journal is not None
+        backend = self._backends[i]
+        try:
+            with self._lock:
+                room = self._bound.room(i)
+                after = self._bound.loaded_up_to[i]
+            entries = self._journal.read_spilled(backend.key, after, room)
+        except Exception:
+            log.exception("memcore: spilled operations could not be read back from the journal")
+            entries = []
+        with self._lock:
+            bound = self._bound
+            for entry in entries:
+                lane = self._lanes.get(backend, entry.session)
+                bound.loaded(i, entry.seq)
+                self._append(lane, Lanes.loaded(lane, entry.kind, entry.payload, entry.seq))
+            if not entries and bound.spilled[i]:
+                log.error("memcore: %d spilled operations of %s were not found in the journal", bound.spilled[i], i)
+                bound.spilled[i] = 0
+            bound.reloading[i] = False
+            self._start_reloads()
+            if self._waiters:
+                self._progress.notify_all()
 
     def replay(self, entries: list[Entry]) -> int:
-        """Queue journaled operations left by a process that is gone, in their order (they are journaled already).
-        A replayed commit runs even if nothing new is written: the journal says it was asked for and never done."""
-        by_key = {b.key: b for b in self._backends}
+        """Queue journaled operations left by a process that is gone, in their order (they are journaled already)."""
         with self._lock:
             for entry in entries:
-                backend = by_key[entry.backend]
-                lane = self._lane(backend, entry.session)
-                if entry.kind == COMMIT:
-                    if lane.commit_target >= lane.accepted and lane.ops and lane.ops[-1][0] == COMMIT:
-                        self._journal_ack(entry.seq)  # a second commit in a row covers nothing new
-                        continue
-                    lane.commit_target = lane.accepted
-                else:
-                    lane.accepted += 1
-                self._append(lane, (entry.kind, entry.payload, lane.accepted, entry.seq))
-                self._pending += 1
+                lane = self._lanes.get(self._by_key[entry.backend], entry.session)
+                op = Lanes.replayed(lane, entry.kind, entry.payload, entry.seq)
+                if op is None:
+                    self._journal_ack(entry.seq)  # a second commit in a row covers nothing new
+                    continue
+                self._append(lane, op)
                 self._counts["replayed"] += 1
             if entries:
                 self._seq = itertools.count(max(e.seq for e in entries) + 1)
@@ -322,202 +234,79 @@ class Scheduler:
             self._seq = itertools.count(value)
             return value
 
-    def run_urgent(self, task: Callable[[], None], *, backend: int | None = None, deadline: float = math.inf) -> None:
-        """Run ``task`` on a recall worker (never behind lane work). A task for ``backend`` waits while that backend
-        holds its share of the recall workers; one still waiting at ``deadline`` (monotonic) is dropped."""
-        with self._lock:
-            self._urgent.append((backend, deadline, task))
-            self._urgent_ready.notify()
+    # -- running an operation (lane workers) -----------------------------------------------------------------------
 
-    # -- workers ---------------------------------------------------------------------------------------------------
-
-    def _lane_worker(self) -> None:
-        while True:
-            with self._lock:
-                while True:
-                    if self._stopping:
-                        return
-                    if self._live > self._workers + self._relief():  # a stalled call came back: one worker too many
-                        self._live -= 1
-                        return
-                    lane = self._pick()
-                    if lane is not None:
-                        break
-                    self._idle += 1
-                    try:
-                        self._work.wait(self._until_next_due())
-                    finally:
-                        self._idle -= 1
-                op = lane.ops.popleft()
-                now = self._clock()
-                if lane.attempts == 0:
-                    lane.first_try = now
-                lane.started = now
-                self._running.add(lane)
-                if self._stall_after is not None and self._next_stall_check == math.inf:
-                    self._next_stall_check = now + self._stall_after
-            error = self._execute(lane, op)
-            self._finish(lane, op, error)
-
-    def _pick(self) -> Lane | None:
-        """The next lane to run (under the lock): due backoffs first become ready, then round-robin over backends
-        that are under their share of the workers."""
-        delayed = self._delayed
-        if delayed:
-            now = self._clock()
-            while delayed and delayed[0][0] <= now:
-                lane = heapq.heappop(delayed)[2]
-                self._ready[lane.backend.index].append(lane)
-        n = len(self._ready)
-        for k in range(n):
-            i = (self._next + k) % n
-            if self._ready[i] and self._in_flight[i] - min(self._stalled[i], self._stall_cap) < self._share:
-                self._next = (i + 1) % n
-                self._in_flight[i] += 1
-                return self._ready[i].popleft()
-        return None
-
-    def _relief(self) -> int:
-        """Stalled calls that an extra worker may stand in for (under the lock)."""
-        return sum(min(n, self._stall_cap) for n in self._stalled) if self._stall_cap else 0
-
-    def _relieve(self) -> None:
-        """(Under the lock.) Mark the calls that have run past ``stall_after``; while work waits and no worker is idle,
-        start a worker in place of each stalled call (within ``max_stalled`` per backend)."""
-        if self._stall_after is None or self._stopping:
-            return
-        now = self._clock()
-        due = math.inf
-        newly = False
-        for lane in self._running:
-            if not lane.stalled:
-                if now - lane.started >= self._stall_after:
-                    lane.stalled = newly = True
-                    self._stalled[lane.backend.index] += 1
-                else:
-                    due = min(due, lane.started + self._stall_after)
-        self._next_stall_check = due
-        if newly:
-            self._work.notify_all()  # stalled calls no longer count against their backend's share
-        if self._idle or not any(self._ready):
-            return
-        while self._live < self._workers + self._relief():
-            self._live += 1
-            name = f"memcore-worker-{next(self._extra_names)}"
-            thread = threading.Thread(target=self._lane_worker, name=name, daemon=True)
-            self._threads.append(thread)
-            thread.start()
-
-    def _end_call(self, lane: Lane) -> None:
-        """The operation in flight on ``lane`` returned (under the lock)."""
-        self._in_flight[lane.backend.index] -= 1
-        self._running.discard(lane)
-        if lane.stalled:
-            lane.stalled = False
-            self._stalled[lane.backend.index] -= 1
-            self._work.notify_all()  # one worker is now one too many: an idle one exits
-
-    def _until_next_due(self) -> float | None:
-        if not self._delayed:
-            return None
-        return max(self._delayed[0][0] - self._clock(), 0.0)
+    def _run(self, lane: Lane, op: Op) -> None:
+        self._finish(lane, op, self._execute(lane, op))
 
     def _execute(self, lane: Lane, op: Op) -> BaseException | None:
-        kind, payload = op[0], op[1]
         backend = lane.backend
         try:
             if not lane.opened:
-                if "open_session" in backend.capabilities:
-                    backend.call("memcore_open_session", session=lane.session)
+                backend.call("memcore_open_session", session=lane.session)
                 lane.opened = True
-            if kind == COMMIT:
+            if op.kind == COMMIT:
                 backend.call("memcore_commit", session=lane.session)
             else:
-                backend.call(_HOOKS[kind], session=lane.session, **{_ARG[kind]: payload})
+                backend.call(_HOOKS[op.kind], session=lane.session, **{_ARG[op.kind]: op.payload})
         except Exception as exc:
             return exc
         return None
 
     def _finish(self, lane: Lane, op: Op, error: BaseException | None) -> None:
-        kind = op[0]
         if error is not None and is_transient(error) and self._retry_later(lane, op, error):
             return
         failure = None
         if error is not None:
-            failure = Failure(backend=lane.backend.name, operation=kind, session_id=lane.session.id, error=repr(error))
+            failure = Failure(
+                backend=lane.backend.name, operation=op.kind, session_id=lane.session.id, error=repr(error)
+            )
             self._warn(failure)
-        self._emit("failed" if failure else ("committed" if kind == COMMIT else "delivered"), lane, kind, failure)
+        self._emit("failed" if failure else ("committed" if op.kind == COMMIT else "delivered"), lane, op.kind, failure)
         journal = self._journal
         if journal is not None:
             if failure is None:
-                journal.ack(op[3])
+                journal.ack(op.seq)
             else:
-                journal.fail(op[3], failure.error)
+                journal.fail(op.seq, failure.error)
         with self._lock:
-            self._end_call(lane)
-            lane.completed += 1
-            lane.attempts = 0
-            self._pending -= 1
+            self._pool.call_ended(lane)
+            Lanes.finish(lane, op, failed=failure is not None)
+            self._bound.released(lane.backend.index)
             if failure is not None:
                 self._counts["failed"] += 1
                 self._failures.append(failure)
-                if kind == COMMIT:  # the session stays dirty; a later boundary or close() commits again
-                    queued = [o[2] for o in lane.ops if o[0] == COMMIT]
-                    lane.commit_target = max([lane.committed, *queued])
-            elif kind == COMMIT:
-                lane.committed = max(lane.committed, op[2])
-                self._counts["committed"] += 1
             else:
-                self._counts["delivered"] += 1
-            self._requeue(lane)
-            reload = self._spilled and not self._reloading and self._pending <= self._max_pending // 2
-            if reload:
-                self._reloading = True
+                self._counts["committed" if op.kind == COMMIT else "delivered"] += 1
+            if lane.ops:
+                self._pool.ready(lane)
+            else:
+                lane.scheduled = False
+                self._lanes.retire_if_clean(lane)
+            if self._bound.spilled_total:
+                self._start_reloads()
             if self._waiters:
                 self._progress.notify_all()
-        if reload:
-            self._reload()
 
     def _retry_later(self, lane: Lane, op: Op, error: BaseException) -> bool:
         """Put ``op`` back at the head of its lane to run after a backoff; False if its deadline is spent."""
         retry_after = error.retry_after if isinstance(error, TransientError) else None
         with self._lock:
             attempt = lane.attempts + 1
-            delay = self._retry.delay(attempt, retry_after, self._rng)
-            due = self._clock() + delay
+            due = self._clock() + self._retry.delay(attempt, retry_after, self._rng)
             if self._stopping:  # closing: leave it pending (in the journal, if there is one)
                 lane.ops.appendleft(op)
-                self._end_call(lane)
+                self._pool.call_ended(lane)
                 return True
             if due > lane.first_try + self._retry.deadline:
                 return False
             lane.attempts = attempt
             lane.ops.appendleft(op)
-            self._end_call(lane)
-            heapq.heappush(self._delayed, (due, op[3], lane))
+            self._pool.call_ended(lane)
+            self._pool.backoff(lane, due, op.seq)
             self._counts["retried"] += 1
-            self._work.notify()  # a waiting worker recomputes when to wake
-            if self._ready[lane.backend.index]:
-                self._work.notify()
-        self._emit("retried", lane, op[0], None, repr(error))
+        self._emit("retried", lane, op.kind, None, repr(error))
         return True
-
-    def _requeue(self, lane: Lane) -> None:
-        """After an operation of ``lane`` finished (under the lock): run the next one, or let the lane go idle."""
-        if lane.ops:
-            self._ready[lane.backend.index].append(lane)
-        else:
-            lane.scheduled = False
-            self._retire_if_clean(lane)
-        self._work.notify()  # a worker may have skipped work because this backend was at its share
-
-    def _retire_if_clean(self, lane: Lane) -> None:
-        """Forget an idle lane with nothing left to commit (under the lock); a later write starts a fresh one."""
-        if lane.dirty and "commit" in lane.backend.capabilities:
-            return
-        del self._lanes[(lane.backend.index, lane.session.id)]
-        if lane.opened and "open_session" in lane.backend.capabilities:
-            self._opened.setdefault(lane.backend.index, set()).add(lane.session.id)
 
     def _journal_ack(self, seq: int) -> None:
         if self._journal is not None:
@@ -555,98 +344,102 @@ class Scheduler:
             more,
         )
 
-    def _urgent_worker(self) -> None:
-        while True:
-            with self._lock:
-                while True:
-                    entry = self._next_urgent()
-                    if entry is not None or (self._stopping and not self._urgent):
-                        break
-                    # Nothing runnable: wait for work, or for a busy backend to free a worker.
-                    self._urgent_ready.wait(None if not self._urgent else 0.05)
-                if entry is None:
-                    return
-            backend, _, task = entry
-            try:
-                task()
-            except Exception:  # tasks report their own errors; this is a last guard
-                log.exception("memcore: urgent task failed")
-            finally:
-                if backend is not None:
-                    with self._lock:
-                        self._recall_busy[backend] -= 1
-                        self._urgent_ready.notify()
+    # -- recall ----------------------------------------------------------------------------------------------------
 
-    def _next_urgent(self) -> tuple[int | None, float, Callable[[], None]] | None:
-        """The first urgent task that may run now (under the lock), dropping the ones past their deadline."""
-        now = time.monotonic()
-        for entry in list(self._urgent):
-            backend, deadline, _ = entry
-            if deadline <= now:
-                self._urgent.remove(entry)
-            elif backend is None or self._recall_busy[backend] < self._recall_share:
-                self._urgent.remove(entry)
-                if backend is not None:
-                    self._recall_busy[backend] += 1
-                return entry
-        return None
+    def run_recall(
+        self, backend: int, task: Callable[[], None], *, deadline: float, cancel: Callable[[], None] | None = None
+    ) -> None:
+        """Run a recall task for ``backend`` on the recall workers (never behind lane work)."""
+        if self._closed:
+            raise MemoryClosed("this Memory is closed; it recalls nothing")
+        self.recall.submit(backend, task, deadline=deadline, cancel=cancel)
 
     # -- waiting, closing, reporting ---------------------------------------------------------------------------
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until every operation accepted before this call has finished; False if ``timeout`` passed first."""
         deadline = time.monotonic() + timeout
+        bound = self._bound
         with self._lock:
             self._waiters += 1
             try:
-                spilled_up_to = self._spill_high if self._spilled else 0
-                while self._spilled and self._loaded_seq < spilled_up_to:  # first, until those are loaded back
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        return False
-                    self._relieve()
-                    self._progress.wait(self._tick(remaining))
-                targets = [(lane, lane.enqueued) for lane in self._lanes.values() if lane.completed < lane.enqueued]
+                # First, until the operations spilled before this call are loaded back into their lanes...
+                spilled = [(i, bound.spill_high[i]) for i, n in enumerate(bound.spilled) if n]
                 while True:
-                    targets = [(lane, n) for lane, n in targets if lane.completed < n]
+                    spilled = [(i, hi) for i, hi in spilled if bound.spilled[i] and bound.loaded_up_to[i] < hi]
+                    if not spilled:
+                        break
+                    if not self._wait_progress(deadline):
+                        return False
+                # ... then until every lane finished what it holds now.
+                targets = [(lane, lane.added) for lane in self._lanes if lane.finished < lane.added]
+                while True:
+                    targets = [(lane, n) for lane, n in targets if lane.finished < n]
                     if not targets:
                         return True
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
+                    if not self._wait_progress(deadline):
                         return False
-                    self._relieve()
-                    self._progress.wait(self._tick(remaining))
             finally:
                 self._waiters -= 1
 
-    def _tick(self, remaining: float) -> float:
-        """How long a flush or close may wait before it looks for stalled calls again."""
-        return remaining if self._stall_after is None else min(remaining, self._stall_after / 2)
+    def _wait_progress(self, deadline: float) -> bool:
+        """(Under the lock.) Wait for an operation to finish, looking for stalled calls meanwhile; False at
+        ``deadline``."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        self._pool.relieve()
+        self._progress.wait(self._pool.wait_step(remaining))
+        return True
 
     def close_admissions(self) -> None:
-        """Refuse new work from now on and queue a commit of every dirty lane."""
+        """Refuse new work and recall from now on and queue a commit of every dirty lane."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-            for lane in list(self._lanes.values()):
-                if "commit" in lane.backend.capabilities:
+            for lane in self._lanes:
+                if "commit" in lane.backend.capabilities and Lanes.wants_commit(lane):
                     self._queue_commit(lane)
+        self.recall.refuse_new()
 
-    def busy_backends(self) -> set[int]:
+    def close_backends(self, deadline: float) -> bool:
+        """Run each idle backend's ``memcore_close`` on a recall worker once none of its recalls is in flight; a
+        backend with lane work still in flight is left open. False if one was left open or did not close in time."""
         with self._lock:
-            return {lane.backend.index for lane in self._lanes.values() if lane.scheduled}
+            busy = {lane.backend.index for lane in self._lanes if lane.scheduled}
+        done = threading.Semaphore(0)
+        closers: dict[int, Callable[[], None]] = {}
+        for backend in self._backends:
+            if "close" not in backend.capabilities:
+                continue
+            if backend.index in busy:
+                log.warning("memcore: %s still has work in flight at the close deadline; not closed", backend.name)
+                continue
+
+            def close_one(b: Backend = backend) -> None:
+                try:
+                    b.call("memcore_close")
+                except Exception as exc:
+                    log.warning("memcore: closing %s failed: %r", b.name, exc)
+                finally:
+                    done.release()
+
+            closers[backend.index] = close_one
+        self.recall.run_closers(closers)
+        for _ in closers:
+            if not done.acquire(timeout=max(deadline - time.monotonic(), 0.0)):
+                return False
+        return not busy
 
     def stop(self, timeout: float) -> list[tuple[Lane, Op]]:
         """Let workers exit once their current operation returns; returns what is left queued (still pending)."""
         with self._lock:
             self._stopping = True
-            self._work.notify_all()
-            self._urgent_ready.notify_all()
-            left = [(lane, op) for lane in self._lanes.values() for op in lane.ops]
+            threads = self._pool.stop()
+            left = [(lane, op) for lane in self._lanes for op in lane.ops]
+        threads += self.recall.stop()
         deadline = time.monotonic() + max(timeout, 0.0)
-        with self._lock:
-            threads = list(self._threads)  # no worker starts once stopping is set
         for thread in threads:
             if thread is not threading.current_thread():
                 thread.join(max(deadline - time.monotonic(), 0.0))
@@ -655,11 +448,26 @@ class Scheduler:
     def emit_dropped(self, left: list[tuple[Lane, Op]]) -> None:
         """Tell observers about operations abandoned at close with no journal to keep them."""
         for lane, op in left:
-            self._emit("dropped", lane, op[0], None, "left pending at close, with no journal")
+            self._emit("dropped", lane, op.kind, None, "left pending at close, with no journal")
 
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def thread_bound(self) -> int:
+        """The most threads this scheduler can ever run: lane workers with their stand-ins, and recall workers."""
+        return self._pool.bound + self.recall.size
+
+    @property
+    def lane_threads(self) -> int:
+        with self._lock:
+            return self._pool.threads
+
+    @property
+    def live_lanes(self) -> int:
+        with self._lock:
+            return len(self._lanes)
 
     def report(self, **extra: Any) -> Report:
         with self._lock:
@@ -667,10 +475,18 @@ class Scheduler:
                 delivered=self._counts["delivered"],
                 committed=self._counts["committed"],
                 failed=self._counts["failed"],
-                pending=self._pending + self._spilled,
-                spilled=self._spilled,
+                pending=self._bound.total + self._bound.spilled_total,
+                spilled=self._bound.spilled_total,
                 retried=self._counts["retried"],
                 replayed=self._counts["replayed"],
                 failures=tuple(self._failures),
                 **extra,
             )
+
+
+def _split(backend: Backend, kind: str, payload: Any) -> Sequence[Any]:
+    """``payload`` as the operations ``backend`` takes: a turn longer than its ``max_write_messages`` in parts."""
+    size = backend.max_write
+    if kind != WRITE or size is None or len(payload) <= size:
+        return (payload,)
+    return [payload[k : k + size] for k in range(0, len(payload), size)]

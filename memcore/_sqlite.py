@@ -6,11 +6,13 @@ Safe for several processes on one machine: WAL lets readers run beside a writer,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -80,9 +82,11 @@ class SQLiteBackend:
         self.busy_timeout = float(busy_timeout)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # One connection per worker thread: sqlite3 connections must not be shared while in use. This is
-        # per-thread storage, not a lock; the core guarantees no two calls run for one session at once.
+        # per-thread storage, not a lock; the core guarantees no two calls run for one session at once. A thread's
+        # connection lives as long as the thread (held by the thread-local alone; the set below only refers to it),
+        # so the stand-in workers the core starts and stops leave no connection open behind them.
         self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
+        self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
         db = self._db()
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
@@ -94,6 +98,11 @@ class SQLiteBackend:
         return f"SQLiteBackend(path={str(self.path)!r})"
 
     @property
+    def open_connections(self) -> int:
+        """How many connections to the database this backend holds open (one per thread that used it)."""
+        return len(self._connections)
+
+    @property
     def journal_key(self) -> str:
         """The journal files operations for this store under its name and its database file."""
         return f"{self.name}:{self.path.resolve()}"
@@ -101,11 +110,17 @@ class SQLiteBackend:
     def _db(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
+            db = sqlite3.connect(
+                self.path,
+                timeout=self.busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+                factory=_Connection,
+            )
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = NORMAL")
             self._local.db = db
-            self._connections.append(db)
+            self._connections.add(db)
         return db
 
     @hookimpl
@@ -187,7 +202,7 @@ class SQLiteBackend:
 
     @hookimpl
     def memcore_close(self) -> None:
-        for db in self._connections:
+        for db in list(self._connections):
             db.close()
         self._connections.clear()
         self._local = threading.local()
@@ -215,6 +230,14 @@ def _extra(message: Message) -> str | None:
 
 def _message(role: str, content: str, extra: str | None) -> Message:
     return message_from(role, content, json.loads(extra) if extra else {})
+
+
+class _Connection(sqlite3.Connection):
+    """A connection that can be referred to weakly (sqlite3's own class cannot), closed when it is collected."""
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # closed already, or the interpreter is shutting down
+            self.close()
 
 
 class _transaction:

@@ -230,11 +230,16 @@ class UnquotedBackend(LoopbackBackend):
         return f"/api/sessions/{session_id}"
 
 
-class UnmappedBackend(LoopbackBackend):
-    """Lets httpx's errors through unmapped: a reset or a timeout fails the write for good."""
+class GivesUpBackend(LoopbackBackend):
+    """Turns httpx's transport errors into a final error of its own: a reset or a timeout fails the write for good.
+    (httpx's errors let through unmapped are retried: memcore has one definition of transient.)"""
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        return memcore.http.raise_for_status(self._client.request(method, path, **kwargs))
+        try:
+            response = self._client.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise RuntimeError(f"request failed: {exc!r}") from None
+        return memcore.http.raise_for_status(response)
 
 
 # -- running the suite on them ---------------------------------------------------------------------------------------
@@ -436,7 +441,7 @@ def test_the_suite_catches_an_http_backend_that_does_not_quote_ids(pytester: pyt
 
 
 def test_the_suite_catches_an_http_backend_that_gives_up_on_resets(pytester: pytest.Pytester) -> None:
-    outcome = run_suite(pytester, "UnmappedBackend", "-k", "http", template=HTTP_SUITE)
+    outcome = run_suite(pytester, "GivesUpBackend", "-k", "http", template=HTTP_SUITE)
     assert outcome.failed == {
         "test_http_faults_end_with_every_write_delivered_in_order",
         "test_http_lost_answers_are_retried_in_order",

@@ -1,0 +1,182 @@
+"""Lanes: call order per (backend, session) (G2), a commit queued behind the writes it covers (G3), and one commit per
+change (G4). Pure bookkeeping: no threads, no clock, no I/O; the scheduler calls it under its lock.
+
+Every (backend, session) pair with work or uncommitted writes has a :class:`Lane`, a FIFO of :class:`Op`. A lane counts
+its writes (its *epoch*); a commit records the epoch it covers, so a session is dirty while its epoch is ahead of the
+last successful commit, and a commit request that covers nothing new is not queued. A lane that is idle and clean is
+retired, so memory grows with the sessions that have work, not with every session ever seen.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any, NamedTuple
+
+from ._plugins import Backend
+from ._records import Session
+
+WRITE = "write"
+NOTE = "remember"
+COMMIT = "commit"
+
+#: How many retired sessions' ids a backend that opens sessions remembers as opened (the most recent ones). A lane
+#: that comes back after more sessions than this were opened since opens its session again, so ``memcore_open_session``
+#: must be idempotent (the suite's backends are: opening an existing session changes nothing).
+OPENED_KEPT = 10_000
+
+
+class Op(NamedTuple):
+    """One operation in a lane."""
+
+    kind: str  #: WRITE, NOTE or COMMIT
+    payload: Any  #: the messages of a turn, a Note, or None for a commit
+    epoch: int  #: a write's or note's place in its lane's count; for a commit, the count it covers
+    seq: int  #: its sequence number (journal row)
+
+
+class Lane:
+    """The FIFO of one (backend, session). Its fields are guarded by the scheduler's lock, except ``opened``, which
+    only the worker holding the lane's single in-flight operation touches."""
+
+    __slots__ = (
+        "added",
+        "attempts",
+        "backend",
+        "commit_covers",
+        "committed",
+        "finished",
+        "first_try",
+        "in_memory",
+        "opened",
+        "ops",
+        "scheduled",
+        "session",
+        "stalled",
+        "started",
+        "written",
+    )
+
+    def __init__(self, backend: Backend, session: Session, *, opened: bool):
+        self.backend = backend
+        self.session = session
+        self.ops: collections.deque[Op] = collections.deque()
+        self.opened = opened  # memcore_open_session has run (or the backend has no such hook)
+        # Epochs (G4): writes and notes accepted; of which the ones given an Op in memory (the rest are spilled to the
+        # journal and get theirs when loaded back); covered by the last successful commit; by any queued commit.
+        self.written = 0
+        self.in_memory = 0
+        self.committed = 0
+        self.commit_covers = 0
+        # Progress, for flush: operations appended to the lane and finished (delivered, committed or failed).
+        self.added = 0
+        self.finished = 0
+        # The worker pool's: ready, in backoff or running (at most one op in flight); when the op in flight started
+        # and whether it has run past stall_after; failed attempts of the head op and when it was first tried.
+        self.scheduled = False
+        self.started = 0.0
+        self.stalled = False
+        self.attempts = 0
+        self.first_try = 0.0
+
+    @property
+    def dirty(self) -> bool:
+        return self.written > self.committed
+
+    def __repr__(self) -> str:
+        return f"<Lane {self.backend.name}:{self.session.id!r} ops={len(self.ops)} epoch={self.written}>"
+
+
+class Lanes:
+    """The live lanes of one scheduler, and the sessions each backend has opened."""
+
+    def __init__(self, opened_kept: int = OPENED_KEPT) -> None:
+        self._live: dict[tuple[int, str], Lane] = {}
+        self._opened: dict[int, collections.OrderedDict[str, None]] = {}
+        self._opened_kept = opened_kept
+
+    def __iter__(self) -> Any:
+        return iter(list(self._live.values()))
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def get(self, backend: Backend, session: Session) -> Lane:
+        """The lane of (``backend``, ``session``), started if it has none."""
+        lane = self._live.get((backend.index, session.id))
+        if lane is None:
+            opened = "open_session" not in backend.capabilities
+            if not opened:
+                seen = self._opened.get(backend.index)
+                opened = seen is not None and seen.pop(session.id, 0) is None
+            lane = self._live[(backend.index, session.id)] = Lane(backend, session, opened=opened)
+        return lane
+
+    def find(self, backend: Backend, session_id: str) -> Lane | None:
+        return self._live.get((backend.index, session_id))
+
+    # -- admission -------------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def accept_write(lane: Lane, kind: str, payload: Any, seq: int, *, in_memory: bool) -> Op | None:
+        """Count a write or note; its Op if it is held in memory (``None`` if it is spilled)."""
+        lane.written += 1
+        if not in_memory:
+            return None
+        lane.in_memory = lane.written
+        return Op(kind, payload, lane.written, seq)
+
+    @staticmethod
+    def wants_commit(lane: Lane) -> bool:
+        """Whether a commit request covers anything not yet committed or queued for commit (G4)."""
+        return lane.written > max(lane.committed, lane.commit_covers)
+
+    @staticmethod
+    def accept_commit(lane: Lane, seq: int) -> Op:
+        lane.commit_covers = lane.written
+        return Op(COMMIT, None, lane.written, seq)
+
+    @staticmethod
+    def loaded(lane: Lane, kind: str, payload: Any, seq: int) -> Op:
+        """The Op of a spilled operation loaded back from the journal, in order."""
+        if kind != COMMIT:
+            lane.in_memory += 1
+        return Op(kind, payload, lane.in_memory, seq)
+
+    @staticmethod
+    def replayed(lane: Lane, kind: str, payload: Any, seq: int) -> Op | None:
+        """The Op of an operation left by a process that is gone; ``None`` for a commit that would follow another
+        commit with nothing written between them (it covers nothing new). A replayed commit otherwise runs even if
+        nothing new is written: the journal says it was asked for and never done."""
+        if kind == COMMIT:
+            if lane.commit_covers >= lane.written and lane.ops and lane.ops[-1].kind == COMMIT:
+                return None
+            lane.commit_covers = lane.written
+        else:
+            lane.written += 1
+            lane.in_memory = lane.written
+        return Op(kind, payload, lane.written, seq)
+
+    # -- completion ------------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def finish(lane: Lane, op: Op, *, failed: bool) -> None:
+        """Record that ``op`` finished (succeeded, or failed for good)."""
+        lane.finished += 1
+        lane.attempts = 0
+        if op.kind != COMMIT:
+            return
+        if not failed:
+            lane.committed = max(lane.committed, op.epoch)
+        else:  # the session stays dirty; a later boundary or close() commits again
+            lane.commit_covers = max([lane.committed, *(o.epoch for o in lane.ops if o.kind == COMMIT)])
+
+    def retire_if_clean(self, lane: Lane) -> None:
+        """Forget an idle lane with nothing left to commit; a later write starts a fresh one."""
+        if lane.ops or (lane.dirty and "commit" in lane.backend.capabilities):
+            return
+        del self._live[(lane.backend.index, lane.session.id)]
+        if lane.opened and "open_session" in lane.backend.capabilities:
+            seen = self._opened.setdefault(lane.backend.index, collections.OrderedDict())
+            seen[lane.session.id] = None
+            if len(seen) > self._opened_kept:
+                seen.popitem(last=False)

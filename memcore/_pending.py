@@ -1,0 +1,66 @@
+"""The bound on pending work (G8): per backend and in total. Pure bookkeeping, under the scheduler's lock.
+
+Each backend may hold at most ``per_backend`` operations in memory (queued, waiting out a backoff or in flight) and
+all backends together at most ``total``. Past either bound, with the journal on, a backend's new operations *spill*:
+they are kept only in the journal and loaded back, in order, as its lanes drain. From a backend's first spilled
+operation on, every new one of that backend spills too until all are loaded back, so order holds in each of its lanes.
+Without a journal an operation past the bound is refused (:class:`~memcore.PendingLimitExceeded`). A hung backend
+fills only its own bound, so a healthy one beside it keeps delivering from memory.
+"""
+
+from __future__ import annotations
+
+
+class PendingBound:
+    def __init__(self, backends: int, *, total: int, per_backend: int | None = None):
+        if total < 1:
+            raise ValueError("max_pending must be at least 1")
+        cap = max(total // backends, 1) if per_backend is None else per_backend
+        if cap < 1:
+            raise ValueError("max_pending_per_backend must be at least 1")
+        self.total_cap = total
+        self.cap = min(cap, total)
+        self.total = 0  # in memory, all backends
+        self.pending = [0] * backends  # in memory, per backend
+        self.spilled = [0] * backends  # only in the journal, waiting to be loaded back
+        self.spill_high = [0] * backends  # sequence number of the last spilled operation
+        self.loaded_up_to = [0] * backends  # ... and of the last one loaded back
+        self.reloading = [False] * backends
+
+    def must_spill(self, i: int, n: int = 1) -> bool:
+        """Whether ``n`` more operations of backend ``i`` go to the journal rather than into memory."""
+        return bool(self.spilled[i]) or self.pending[i] + n > self.cap or self.total + n > self.total_cap
+
+    def held(self, i: int) -> None:
+        self.pending[i] += 1
+        self.total += 1
+
+    def released(self, i: int) -> None:
+        self.pending[i] -= 1
+        self.total -= 1
+
+    def spill(self, i: int, seq: int) -> None:
+        self.spilled[i] += 1
+        self.spill_high[i] = seq
+
+    def reload_due(self, i: int) -> bool:
+        """Whether backend ``i`` has spilled operations and room to load some back (and no reload under way)."""
+        return (
+            bool(self.spilled[i])
+            and not self.reloading[i]
+            and self.pending[i] <= self.cap // 2
+            and self.total < self.total_cap
+        )
+
+    def room(self, i: int) -> int:
+        """How many spilled operations of backend ``i`` a reload may load: up to half its bound, within the total."""
+        return max(min(self.cap // 2 - self.pending[i], self.total_cap - self.total), 1)
+
+    def loaded(self, i: int, seq: int) -> None:
+        """A spilled operation was loaded back (the caller then counts it as :meth:`held`)."""
+        self.spilled[i] -= 1
+        self.loaded_up_to[i] = seq
+
+    @property
+    def spilled_total(self) -> int:
+        return sum(self.spilled)

@@ -1,0 +1,235 @@
+"""The lane workers (G8: a bounded pool; G9: one backend never holds another's work).
+
+A fixed set of ``workers`` threads runs the head operation of ready lanes, round-robin over backends, at most one
+operation in flight per lane, and each backend at most its ``share`` of the workers at once, so a slow or hung backend
+cannot take them all. A lane whose operation failed transiently waits out its backoff in a heap, holding no worker.
+
+A call that has run longer than ``stall_after`` is *stalled*: it stops counting against its backend's share, so the
+backend's other sessions may run on an idle worker, and when no worker is idle a stand-in thread is started for it.
+Each backend has its part of ``max_stalled`` stand-ins at most, so the lane threads never exceed
+``workers + max_stalled``, however long calls hang; a stand-in exits once the call it stood in for returned. There is
+no timer thread: an idle worker wakes when the next call would become stalled or the next backoff ends, and while every
+worker is in a call, the next submit, flush or close looks.
+
+Everything here runs under the scheduler's lock (the ``cond`` it is given), except the jobs themselves.
+"""
+
+from __future__ import annotations
+
+import collections
+import heapq
+import itertools
+import logging
+import math
+import threading
+from collections.abc import Callable
+
+from ._lanes import Lane, Op
+
+log = logging.getLogger("memcore")
+
+Job = Callable[[], None]
+
+
+class WorkerPool:
+    def __init__(
+        self,
+        *,
+        cond: threading.Condition,
+        backends: int,
+        workers: int,
+        share: int,
+        stall_after: float | None,
+        max_stalled: int,
+        clock: Callable[[], float],
+        run: Callable[[Lane, Op], None],
+    ):
+        self._cond = cond
+        self._clock = clock
+        self._run = run
+        self._workers = workers
+        self._share = share
+        self._ready: list[collections.deque[Lane]] = [collections.deque() for _ in range(backends)]
+        self._in_flight = [0] * backends
+        self._next = 0  # round-robin position over backends
+        self._delayed: list[tuple[float, int, Lane]] = []  # lanes waiting out a backoff, by due time
+        self._chores: collections.deque[Job] = collections.deque()  # work that is no backend call (journal reloads)
+        # Stalls: each backend's part of max_stalled, its calls past stall_after, the calls in flight, when the next
+        # one would stall, and how many lane threads may be alive now (workers + the stalled calls stood in for).
+        self._stall_after = stall_after
+        self._stall_caps = [max_stalled // backends + (i < max_stalled % backends) for i in range(backends)]
+        self._stalled = [0] * backends
+        self._running: set[Lane] = set()
+        self._next_check = math.inf
+        self._allowed = workers
+        self._live = 0
+        self._idle = 0
+        self._stopping = False
+        self._names = itertools.count()
+        self._threads: set[threading.Thread] = set()
+        for _ in range(workers):
+            self._start_thread()
+
+    # -- what the scheduler tells the pool (under the lock) ----------------------------------------------------
+
+    def ready(self, lane: Lane) -> None:
+        """``lane`` has an operation to run."""
+        self._ready[lane.backend.index].append(lane)
+        if self._idle:
+            self._cond.notify()
+        elif self._stall_after is not None and (self._live < self._allowed or self._clock() >= self._next_check):
+            self.relieve()
+
+    def backoff(self, lane: Lane, due: float, seq: int) -> None:
+        """``lane``'s head operation runs again at ``due`` (clock time)."""
+        heapq.heappush(self._delayed, (due, seq, lane))
+        self._cond.notify()  # a waiting worker recomputes when to wake
+
+    def call_ended(self, lane: Lane) -> None:
+        """The operation in flight on ``lane`` returned."""
+        i = lane.backend.index
+        self._in_flight[i] -= 1
+        self._running.discard(lane)
+        if lane.stalled:
+            lane.stalled = False
+            self._stalled[i] -= 1
+            self._update_allowed()
+        self._cond.notify()  # a worker may have skipped work because this backend was at its share
+
+    def chore(self, job: Job) -> None:
+        """Run ``job`` on the next free worker (before any lane)."""
+        self._chores.append(job)
+        self._cond.notify()
+
+    def relieve(self) -> None:
+        """Mark calls that have run past ``stall_after``; while runnable work waits and no worker is idle, start a
+        stand-in for each stalled call within the bound."""
+        if self._stall_after is None or self._stopping:
+            return
+        now = self._clock()
+        if now >= self._next_check:
+            self._mark_stalled(now)
+        if self._idle or self._live >= self._allowed or not self._runnable():
+            return
+        while self._live < self._allowed:
+            self._start_thread()
+
+    def wait_step(self, remaining: float) -> float:
+        """How long a flush or close may wait before it looks for stalled calls again."""
+        return remaining if self._stall_after is None else min(remaining, self._stall_after / 2)
+
+    def stop(self) -> list[threading.Thread]:
+        """Let every worker exit once its current job returns; the threads still alive, to join."""
+        self._stopping = True
+        self._cond.notify_all()
+        return list(self._threads)
+
+    @property
+    def threads(self) -> int:
+        """Lane threads alive now."""
+        return len(self._threads)
+
+    @property
+    def bound(self) -> int:
+        """The most lane threads that can ever be alive: ``workers + max_stalled``."""
+        return self._workers + sum(self._stall_caps) if self._stall_after is not None else self._workers
+
+    # -- inside ------------------------------------------------------------------------------------------------
+
+    def _start_thread(self) -> None:
+        self._live += 1
+        thread = threading.Thread(target=self._worker, name=f"memcore-worker-{next(self._names)}", daemon=True)
+        self._threads.add(thread)
+        thread.start()
+
+    def _update_allowed(self) -> None:
+        self._allowed = self._workers + sum(min(n, cap) for n, cap in zip(self._stalled, self._stall_caps, strict=True))
+
+    def _mark_stalled(self, now: float) -> None:
+        assert self._stall_after is not None
+        due = math.inf
+        newly = False
+        for lane in self._running:
+            if lane.stalled:
+                continue
+            if now - lane.started >= self._stall_after:
+                lane.stalled = newly = True
+                self._stalled[lane.backend.index] += 1
+            else:
+                due = min(due, lane.started + self._stall_after)
+        self._next_check = due
+        if newly:
+            self._update_allowed()
+            self._cond.notify_all()  # stalled calls no longer count against their backend's share
+
+    def _under_share(self, i: int) -> bool:
+        return self._in_flight[i] - min(self._stalled[i], self._stall_caps[i]) < self._share
+
+    def _runnable(self) -> bool:
+        return any(ready and self._under_share(i) for i, ready in enumerate(self._ready))
+
+    def _pick(self, now: float) -> Lane | None:
+        """The next lane to run: due backoffs first become ready, then round-robin over backends under their share."""
+        delayed = self._delayed
+        while delayed and delayed[0][0] <= now:
+            lane = heapq.heappop(delayed)[2]
+            self._ready[lane.backend.index].append(lane)
+        n = len(self._ready)
+        for k in range(n):
+            i = (self._next + k) % n
+            if self._ready[i] and self._under_share(i):
+                self._next = (i + 1) % n
+                self._in_flight[i] += 1
+                return self._ready[i].popleft()
+        return None
+
+    def _wake_in(self, now: float) -> float | None:
+        due = min(self._delayed[0][0] if self._delayed else math.inf, self._next_check)
+        return None if due == math.inf else max(due - now, 0.0)
+
+    def _next_job(self) -> Job | tuple[Lane, Op] | None:
+        """Under the lock: a chore, or a lane with its head operation taken; None when this thread should exit."""
+        while True:
+            if self._stopping or self._live > self._allowed:  # stopping, or a stalled call came back: one too many
+                self._live -= 1
+                return None
+            if self._chores:
+                return self._chores.popleft()
+            now = self._clock()
+            if now >= self._next_check:
+                self._mark_stalled(now)
+            lane = self._pick(now)
+            if lane is not None:
+                op = lane.ops.popleft()
+                if lane.attempts == 0:
+                    lane.first_try = now
+                lane.started = now
+                self._running.add(lane)
+                if self._stall_after is not None and self._next_check == math.inf:
+                    self._next_check = now + self._stall_after
+                    if self._idle:
+                        self._cond.notify()  # an idle worker keeps the time
+                return lane, op
+            self._idle += 1
+            try:
+                self._cond.wait(self._wake_in(now))
+            finally:
+                self._idle -= 1
+
+    def _worker(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    job = self._next_job()
+                if job is None:
+                    return
+                try:
+                    if isinstance(job, tuple):
+                        self._run(*job)
+                    else:
+                        job()
+                except Exception:  # jobs report their own errors; this is a last guard
+                    log.exception("memcore: a lane worker's job failed")
+        finally:
+            with self._cond:
+                self._threads.discard(threading.current_thread())
