@@ -86,7 +86,7 @@ class SQLiteBackend:
         # connection lives as long as the thread (held by the thread-local alone; the set below only refers to it),
         # so the stand-in workers the core starts and stops leave no connection open behind them.
         self._local = threading.local()
-        self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
+        self._connections: weakref.WeakSet[_ThreadConnection] = weakref.WeakSet()
         db = self._db()
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
@@ -108,20 +108,19 @@ class SQLiteBackend:
         return f"{self.name}:{self.path.resolve()}"
 
     def _db(self) -> sqlite3.Connection:
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is None:
+        held: _ThreadConnection | None = getattr(self._local, "held", None)
+        if held is None:
             db = sqlite3.connect(
                 self.path,
                 timeout=self.busy_timeout,
                 isolation_level=None,
                 check_same_thread=False,
-                factory=_Connection,
             )
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = NORMAL")
-            self._local.db = db
-            self._connections.add(db)
-        return db
+            held = self._local.held = _ThreadConnection(db)
+            self._connections.add(held)
+        return held.db
 
     @hookimpl
     def memcore_open_session(self, session: Session) -> None:
@@ -202,8 +201,8 @@ class SQLiteBackend:
 
     @hookimpl
     def memcore_close(self) -> None:
-        for db in list(self._connections):
-            db.close()
+        for held in list(self._connections):
+            held.db.close()
         self._connections.clear()
         self._local = threading.local()
 
@@ -232,12 +231,19 @@ def _message(role: str, content: str, extra: str | None) -> Message:
     return message_from(role, content, json.loads(extra) if extra else {})
 
 
-class _Connection(sqlite3.Connection):
-    """A connection that can be referred to weakly (sqlite3's own class cannot), closed when it is collected."""
+class _ThreadConnection:
+    """One thread's connection, closed when the thread ends (its thread-local storage, the only strong reference to
+    this holder, goes with it; a connection alone can be neither referred to weakly nor freed without the cycle
+    collector)."""
+
+    __slots__ = ("__weakref__", "db")
+
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):  # closed already, or the interpreter is shutting down
-            self.close()
+            self.db.close()
 
 
 class _transaction:

@@ -8,6 +8,7 @@ import itertools
 import posixpath
 import re
 import threading
+import time
 import unicodedata
 import urllib.parse
 import uuid
@@ -150,12 +151,13 @@ class Harness:
         self._probe: Probe | None = None
         self._memories: list[Memory] = []
         self._used: list[Any] = []
+        self._gates: list[Any] = []
 
     # -- the Memory under test ----------------------------------------------------------------------------------
 
-    def open(self, backend: Any = None, **kwargs: Any) -> Memory:
-        """A Memory on ``backend`` (default: the fixture's) with the jitter and the probe around every backend call,
-        no journal, and quick retries. One per test."""
+    def open(self, backend: Any = None, *, observers: Sequence[Any] = (), **kwargs: Any) -> Memory:
+        """A Memory on ``backend`` (default: the fixture's) with the jitter and the probe around every backend call
+        (and ``observers``), no journal, and quick retries. One per test."""
         if self._memory is not None:
             raise RuntimeError("a suite test opens one Memory; the harness already has one")
         plugin = self.backend if backend is None else backend
@@ -166,12 +168,13 @@ class Harness:
         )
         memory = Memory(
             backends=[plugin],
-            plugins=[Jitter(seed=self.seed, max_delay=self.settings.jitter), probe],
+            plugins=[Jitter(seed=self.seed, max_delay=self.settings.jitter), probe, *observers],
             strict=True,
             **kwargs,
         )
         self._used.append(plugin)
         self._memories.append(memory)
+        self._gates = [o for o in observers if callable(getattr(o, "release", None))]
         hook = memory.plugin_manager.hook
 
         def read_back(session: Session) -> Sequence[Message]:
@@ -210,17 +213,33 @@ class Harness:
 
     # -- driving and reading --------------------------------------------------------------------------------------
 
-    def flush(self, *, ok: bool = True) -> Report:
-        """Wait until everything accepted was delivered; with ``ok``, fail on any failed operation."""
-        report = self.memory.flush(timeout=self.settings.flush_timeout)
-        assert not report.timed_out, (
-            f"memcore did not deliver within flush_timeout={self.settings.flush_timeout:g} s: {report}"
-        )
+    def flush(self, *, ok: bool = True, while_waiting: Callable[[], None] | None = None) -> Report:
+        """Wait until everything accepted was delivered; with ``ok``, fail on any failed operation.
+
+        However slow the service, this waits while work gets done: it fails only when no operation finished (nor
+        was retried) for ``flush_timeout`` seconds, a backend that is stuck rather than slow. ``while_waiting`` is
+        called about every 50 ms meanwhile."""
+        quiet = self.settings.flush_timeout
+        step = 0.05 if while_waiting is not None else min(1.0, quiet)
+        progress: tuple[int, ...] = ()
+        since = time.monotonic()
+        while True:
+            report = self.memory.flush(timeout=step)
+            if not report.timed_out:
+                break
+            if while_waiting is not None:
+                while_waiting()
+            now = time.monotonic()
+            done = (report.delivered, report.committed, report.failed, report.retried)
+            if done != progress:
+                progress, since = done, now
+            assert now - since < quiet, f"memcore delivered nothing for flush_timeout={quiet:g} s: {report}"
         if ok:
             assert report.failed == 0, f"the backend failed operations: {list(report.failures)}"
         return report
 
     def close(self) -> Report:
+        self.flush(ok=False)  # however long delivery takes while it progresses; then close has little left to do
         report = self.memory.close(timeout=self.settings.flush_timeout)
         assert not report.timed_out, f"close did not finish within {self.settings.flush_timeout:g} s: {report}"
         return report
@@ -313,6 +332,8 @@ class Harness:
     def teardown(self) -> None:
         if self._probe is not None and self._probe.gate is not None:
             self._probe.gate.release()
+        for gate in self._gates:  # a test that failed while holding calls: let them go before closing
+            gate.release()
         for memory in self._memories:
             memory.close(timeout=self.settings.flush_timeout)
         if not any(plugin is self.backend for plugin in self._used) and "close" in self.capabilities:

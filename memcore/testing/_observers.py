@@ -17,9 +17,46 @@ import attrs
 from .._hooks import hookimpl
 from .._records import Message, Note, Session
 
-__all__ = ["CommitView", "Jitter", "Probe", "RecallGate"]
+__all__ = ["CallGate", "CommitView", "Jitter", "Probe", "RecallGate"]
 
 Wrap = Generator[None, Any, Any]
+
+
+class CallGate:
+    """Holds every backend call (open, write, remember, commit) until :meth:`release`; ``entered`` is set when the
+    first call reaches it. Lets a test accept all its work before any of it is delivered, whatever the speed."""
+
+    def __init__(self, name: str = "memcore-testing-gate") -> None:
+        self.name = name
+        self.entered = threading.Event()
+        self._open = threading.Event()
+
+    def release(self) -> None:
+        self._open.set()
+
+    def _hold(self) -> None:
+        self.entered.set()
+        self._open.wait()
+
+    @hookimpl(wrapper=True)
+    def memcore_open_session(self) -> Wrap:
+        self._hold()
+        return (yield)
+
+    @hookimpl(wrapper=True)
+    def memcore_write(self) -> Wrap:
+        self._hold()
+        return (yield)
+
+    @hookimpl(wrapper=True)
+    def memcore_remember(self) -> Wrap:
+        self._hold()
+        return (yield)
+
+    @hookimpl(wrapper=True)
+    def memcore_commit(self) -> Wrap:
+        self._hold()
+        return (yield)
 
 
 class Jitter:

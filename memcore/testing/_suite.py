@@ -6,7 +6,6 @@ from __future__ import annotations
 import random
 import re
 import threading
-import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -23,7 +22,7 @@ from .._records import Recollection
 from .._validate import messages as to_messages
 from ._guard import check_overrides
 from ._harness import AWKWARD_SESSION_IDS, Harness, Settings, Tap, TapEntry, decoys
-from ._observers import RecallGate
+from ._observers import CallGate, RecallGate
 from ._poll import poll
 from ._requirements import capabilities_of, describe_missing, requirements_of, requires
 
@@ -548,8 +547,9 @@ class BackendSuite:
     def test_g8_threads_stay_within_the_pool(self, memcore_harness: Harness) -> None:
         h = memcore_harness
         before = set(threading.enumerate())
-        memory = h.open(workers=3, recall_workers=2)
-        pool = 3 + 2
+        hold = CallGate()  # every backend call waits until all 500 sessions are accepted, however fast the service
+        memory = h.open(workers=3, recall_workers=2, max_stalled=2, observers=[hold])
+        bound = 3 + 2 + 2  # lane workers, their stand-ins for stalled calls (max_stalled), recall workers
         peak: dict[str, int] = {"memcore": 0, "all": 0}
 
         def sample() -> None:
@@ -565,17 +565,18 @@ class BackendSuite:
                 lc.end()
             if k % 25 == 0:
                 sample()
-        start = time.monotonic()
-        while memory.flush(timeout=0.05).timed_out:
-            sample()
-            assert time.monotonic() - start < self.flush_timeout, "the 500 sessions were not delivered in time"
+        assert hold.entered.wait(self.flush_timeout), "no backend call started"
+        held = memory.flush(timeout=0)
         sample()
-        report = h.flush()
+        assert held.pending >= 500, f"the 500 sessions were not all pending at once: {held}"
+        hold.release()
+        report = h.flush(while_waiting=sample)
+        sample()
         assert report.delivered == 500 and report.pending == 0, report
         if "commit" in h.capabilities:
             assert report.committed == 250, report
-        assert peak["memcore"] <= pool, f"memcore ran {peak['memcore']} threads for a pool of {pool}"
-        assert peak["all"] <= pool + 16, f"{peak['all']} threads ran at once for a pool of {pool}"
+        assert peak["memcore"] <= bound, f"memcore ran {peak['memcore']} threads for a bound of {bound}"
+        assert peak["all"] <= bound + 16, f"{peak['all']} threads ran at once for a bound of {bound}"
         if "history" in h.capabilities:
             for k in (0, 249, 499):
                 assert h.texts(h.sid(f"g8-{k}")) == [f"turn of session {k}", "ok"]

@@ -120,14 +120,38 @@ def test_an_unreachable_server_is_transient() -> None:
         backend.memcore_commit(S)
 
 
-def test_writes_go_in_chunks_of_at_most_100() -> None:
+def test_a_long_turn_goes_in_batches_and_a_retry_resends_only_the_batch_that_failed() -> None:
+    failed = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        batch = request.url.path.endswith("/messages/batch")
+        if batch and sum(r.url.path.endswith("/messages/batch") for r in seen) == 2 and not failed:  # the 2nd, once
+            failed.append(request)
+            return envelope(503, "UNAVAILABLE", "busy")
+        return envelope(200, result={})
+
+    backend, seen = make(handler)
+    assert backend.max_write_messages == 100
+    retry = memcore.RetryPolicy(initial=0.001, max_delay=0.01, deadline=10.0)
+    with memcore.Memory(backends=[backend], plugins=[], journal=False, retry=retry) as memory:
+        memory.lifecycle("s1").sync_turn("", "", messages=[{"role": "user", "content": f"m{i}"} for i in range(150)])
+        assert memory.flush(timeout=10.0).ok
+    batches = [json.loads(r.content)["messages"] for r in seen if r.url.path.endswith("/messages/batch")]
+    assert [len(b) for b in batches] == [100, 50, 50]  # the failed 50 once more, not the whole turn (250)
+    delivered = [
+        m["parts"][0]["text"]
+        for r in seen
+        if r not in failed and r.url.path.endswith("/batch")
+        for m in json.loads(r.content)["messages"]
+    ]
+    assert delivered == [f"m{i}" for i in range(150)]
+
+
+def test_a_direct_write_of_more_than_a_batch_is_refused() -> None:
     backend, seen = make(lambda r: envelope(200, result={}))
-    messages = [memcore.Message(role="user", content=f"m{i}") for i in range(250)]
-    backend.memcore_write(S, messages)
-    sizes = [len(json.loads(r.content)["messages"]) for r in seen]
-    assert sizes == [100, 100, 50]
-    texts = [m["parts"][0]["text"] for r in seen for m in json.loads(r.content)["messages"]]
-    assert texts == [f"m{i}" for i in range(250)]
+    with pytest.raises(ValueError, match="at most 100"):
+        backend.memcore_write(S, [memcore.Message(role="user", content=f"m{i}") for i in range(101)])
+    assert seen == []
 
 
 def test_tool_calls_become_tool_parts_and_come_back() -> None:

@@ -47,6 +47,9 @@ class OpenVikingBackend:
     """
 
     name = "openviking"
+    #: OpenViking takes at most 100 messages a batch: memcore splits longer turns into writes of this size, so a retry
+    #: resends only the batch that failed.
+    max_write_messages = BATCH
 
     def __init__(
         self,
@@ -118,10 +121,10 @@ class OpenVikingBackend:
 
     @memcore.hookimpl
     def memcore_write(self, session: memcore.Session, messages: Sequence[memcore.Message]) -> None:
+        if len(messages) > BATCH:  # memcore never asks for more (max_write_messages); a direct caller might
+            raise ValueError(f"OpenViking takes at most {BATCH} messages a write, not {len(messages)}")
         wire = [_to_wire(m) for m in messages]
-        path = self._session_path(session) + "/messages/batch"
-        for start in range(0, len(wire), BATCH):
-            self._call("POST", path, {"messages": wire[start : start + BATCH]})
+        self._call("POST", self._session_path(session) + "/messages/batch", {"messages": wire})
 
     @memcore.hookimpl
     def memcore_commit(self, session: memcore.Session) -> str | None:
