@@ -1,6 +1,7 @@
 """Helpers shared by the benchmark scripts: the 50 ms :class:`SlowBackend`, percentiles, machine info, timer floor,
-gc control, table printing, progress lines, the head every script's results share, and the target record every
-script's JSON lists.
+gc control, table printing, progress lines, the head every script's results share, the target record every
+script's JSON lists, and where a run's JSON goes (:func:`json_path`, :func:`write_json`: a quick run never overwrites
+a tracked results file).
 
 The scripts run as ``python benchmarks/<name>.py``, so this module is imported as ``_common`` (the script's directory
 is on ``sys.path``).
@@ -30,6 +31,10 @@ import memcore
 BACKEND_LATENCY = 0.050
 #: Budget for ``Memory.close`` at the end of a phase (the stop Event is set first, so it needs far less).
 CLOSE_TIMEOUT = 60.0
+#: The tracked results of full runs: every file directly in this directory is committed.
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+#: Where quick runs write their JSON by default (git-ignored).
+QUICK_DIR = RESULTS_DIR / "quick"
 
 
 class SlowBackend:
@@ -193,11 +198,38 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     print()
 
 
-def write_json(results: Any, path: Path) -> None:
-    """Write a benchmark's results dataclass to ``path`` as JSON and say where."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(asdict(results), indent=2) + "\n", encoding="utf-8")
-    print(f"JSON written to {path}")
+def is_tracked_result(path: Path) -> bool:
+    """Whether ``path`` is one of the tracked results files: a file directly in ``benchmarks/results/`` (where full
+    runs write; files in ``results/quick/`` are not)."""
+    return path.resolve().parent == RESULTS_DIR.resolve()
+
+
+def json_path(name: str, requested: Path | None, *, quick: bool) -> Path:
+    """Where the JSON of benchmark ``name`` goes. A full run: ``requested`` (``--json``), else the tracked
+    ``benchmarks/results/<name>.json``. A quick run: ``requested`` unless it is a tracked results file; by default,
+    and instead of a tracked file, ``benchmarks/results/quick/<its name>`` (git-ignored). A quick run never overwrites
+    a tracked results file, even when ``--json`` names one."""
+    if requested is None:
+        return (QUICK_DIR if quick else RESULTS_DIR) / f"{name}.json"
+    if quick and is_tracked_result(requested):
+        return QUICK_DIR / requested.name
+    return requested
+
+
+def write_json(results: Any, path: Path) -> Path:
+    """Write a benchmark's results dataclass to ``path`` as JSON and say where; returns the path written.
+
+    If the results are a quick run's (``results.quick``) and ``path`` is a tracked results file, the JSON goes to
+    ``benchmarks/results/quick/`` instead (:func:`json_path`), so that no script can overwrite a full run's figures
+    with a quick run's, whatever its ``--json`` default."""
+    quick = bool(getattr(results, "quick", False))
+    chosen = json_path(path.stem, path, quick=quick)
+    if chosen != path:
+        print(f"a quick run never overwrites the tracked {path.name}: writing to {chosen} instead")
+    chosen.parent.mkdir(parents=True, exist_ok=True)
+    chosen.write_text(json.dumps(asdict(results), indent=2) + "\n", encoding="utf-8")
+    print(f"JSON written to {chosen}")
+    return chosen
 
 
 def print_targets(targets: Sequence[Target]) -> None:

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _common import BenchResults, fmt, percentile, print_table, progress_printer, write_json
+from _common import BenchResults, fmt, json_path, percentile, print_table, progress_printer, write_json
 from _fault_proxy import Exchange, FaultPlan, FaultProxy
 from _vs_hermes_agent import COMMANDS, HOOKS
 from _vs_hermes_figures import ServerState, commit_figures, marker, placement, stale_recall
@@ -452,7 +452,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--memcore-workers", type=int, default=None, help="memcore-hermes' workers setting (default: its default, 4)"
     )
     parser.add_argument("--server", default=None, help="openviking-server binary (default: see the module docstring)")
-    parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"default {DEFAULT_JSON}")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        help=f"default {DEFAULT_JSON}; a --quick run writes to results/quick/ and never to a tracked results file",
+    )
     args = parser.parse_args(argv)
     unknown = [s for s in args.scenarios.split(",") if s not in SCENARIOS]
     if unknown:
@@ -515,7 +520,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     res.tables = {s: scenario_table([r for r in runs if r.scenario == s]) for s in config["scenarios"]}
     res.runs = [run_summary(r) for r in runs]
     report_text(res)
-    write_json(res, args.json)
+    write_json(res, json_path("vs_hermes", args.json, quick=args.quick))
     return 0
 
 
