@@ -606,6 +606,10 @@ def run_scale(
     setup = memory.flush(timeout=0)
     live = [lc for lc in lcs if lc is not None]
     backend.stop.clear()  # 50 ms again: the workers sleep in the backend as in phase 1
+    warm_live = [lc for lc in warm if lc is not None]
+    warm_calls = 10 * warmup_sessions
+    for i in range(warm_calls):  # warm-up on the warm-up sessions, so the measured sessions all stay idle until timed
+        warm_live[i % warmup_sessions].sync_turn(USER_TEXT, ASSISTANT_TEXT)
     raw = [0] * samples
     active, names = 0, [""]
     pc = time.perf_counter_ns
@@ -629,7 +633,7 @@ def run_scale(
         time.sleep(0.025)
     report = memory.flush(timeout=0)
     closed = close_phase(memory, backend)
-    del memory, backend, live, lcs, warm
+    del memory, backend, live, lcs, warm, warm_live
 
     # Traced: what the idle sessions hold.
     backend = SlowBackend()
@@ -689,7 +693,7 @@ def run_scale(
         max_us=ordered[-1] / 1000.0,
         mean_us=sum(ordered) / len(ordered) / 1000.0,
         gc_collections=[a - b for a, b in zip(after_gc, before_gc, strict=True)],
-        ops_expected=2 * (warmup_sessions + sessions) + samples,
+        ops_expected=2 * (warmup_sessions + sessions) + warm_calls + samples,
         ops_accepted=report.delivered + report.committed + report.failed + report.pending,
         p50_passed=p50 <= SCALE_SYNC_TURN_P50_US,
         p99_within=p99 <= SCALE_SYNC_TURN_P99_US,
