@@ -146,7 +146,7 @@ class Journal:
         with self._cond:
             if self._inserts.pop(seq, None) is None:
                 self._acks.append(seq)
-                self._cond.notify()
+            self._cond.notify()  # either way the writer has news (an insert acknowledged before it was written too)
 
     def fail(self, seq: int, error: str) -> None:
         with self._cond:
@@ -172,15 +172,18 @@ class Journal:
     def _writer(self) -> None:
         while True:
             with self._cond:
-                while not (self._inserts or self._acks or self._fails) and not self._stopping:
+                # Work: rows to write, or appends acknowledged before they were written (nothing to write, but
+                # wait_durable must still learn that they are settled).
+                while not (self._inserts or self._acks or self._fails or self._durable < self._appended):
+                    if self._stopping:
+                        return
                     self._cond.wait()
-                if self._stopping and not (self._inserts or self._acks or self._fails):
-                    return
                 inserts, acks, fails = self._inserts, self._acks, self._fails
                 self._inserts, self._acks, self._fails = {}, [], []
                 generation = self._appended
             try:
-                self._write(inserts.values(), acks, fails)
+                if inserts or acks or fails:
+                    self._write(inserts.values(), acks, fails)
             except sqlite3.Error:
                 log.exception("memcore: the journal could not be written (%s)", self.path)
             with self._cond:

@@ -114,16 +114,8 @@ class Lanes:
     def find(self, backend: Backend, session_id: str) -> Lane | None:
         return self._live.get((backend.index, session_id))
 
-    # -- admission -------------------------------------------------------------------------------------------------
-
-    @staticmethod
-    def accept_write(lane: Lane, kind: str, payload: Any, seq: int, *, in_memory: bool) -> Op | None:
-        """Count a write or note; its Op if it is held in memory (``None`` if it is spilled)."""
-        lane.written += 1
-        if not in_memory:
-            return None
-        lane.in_memory = lane.written
-        return Op(kind, payload, lane.written, seq)
+    # -- admission (a write or note counts itself: ``written += 1``, and ``in_memory = written`` unless it is spilled;
+    # the scheduler does that inline, on sync_turn's path) -----------------------------------------------------------
 
     @staticmethod
     def wants_commit(lane: Lane) -> bool:

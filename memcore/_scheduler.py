@@ -116,24 +116,27 @@ class Scheduler:
             if self._closed:
                 raise MemoryClosed("this Memory is closed; it accepts no new writes")
             bound = self._bound
-            parts = [_split(b, kind, payload) for b in backends]
-            spills = [bound.must_spill(b.index, len(p)) for b, p in zip(backends, parts, strict=True)]
-            if journal is None and any(spills):
-                raise PendingLimitExceeded(
-                    f"{bound.total} operations are pending (max_pending={bound.total_cap}, "
-                    f"{bound.cap} per backend); nothing was accepted"
-                )
-            for backend, pieces, spill in zip(backends, parts, spills, strict=True):
+            if journal is None:  # all or nothing: refuse before anything is counted
+                for b in backends:
+                    if bound.must_spill(b.index, _parts(b, kind, payload)):
+                        raise PendingLimitExceeded(
+                            f"{bound.total} operations are pending (max_pending={bound.total_cap}, "
+                            f"{bound.cap} per backend); nothing was accepted"
+                        )
+            for backend in backends:
                 lane = self._lanes.get(backend, session)
+                pieces = _split(backend, kind, payload) if backend.max_write is not None else (payload,)
+                spill = journal is not None and bound.must_spill(backend.index, len(pieces))
                 for piece in pieces:
                     seq = next(self._seq)
                     if journal is not None:
                         journal.append(seq, backend.key, session, kind, piece, spilled=spill)
-                    op = Lanes.accept_write(lane, kind, piece, seq, in_memory=not spill)
-                    if op is None:
+                    lane.written += 1
+                    if spill:
                         self._spill(backend.index, seq)
                     else:
-                        self._append(lane, op)
+                        lane.in_memory = lane.written
+                        self._append(lane, Op(kind, piece, lane.written, seq))
 
     def request_commit(self, backends: Iterable[Backend], session_id: str) -> int:
         """Queue a commit of ``session_id`` on each backend where it is dirty and not already covered (G4).
@@ -164,7 +167,9 @@ class Scheduler:
     def _append(self, lane: Lane, op: Op) -> None:
         lane.ops.append(op)
         lane.added += 1
-        self._bound.held(lane.backend.index)
+        bound = self._bound
+        bound.pending[lane.backend.index] += 1  # bound.held(), inline: this is sync_turn's path
+        bound.total += 1
         if not lane.scheduled:
             lane.scheduled = True
             self._pool.ready(lane)
@@ -371,10 +376,12 @@ class Scheduler:
                         break
                     if not self._wait_progress(deadline):
                         return False
-                # ... then until every lane finished what it holds now.
-                targets = [(lane, lane.added) for lane in self._lanes if lane.finished < lane.added]
+                # ... then until every lane finished what it holds now (checked front first, so that each wake-up
+                # costs what finished since, not a scan of every lane).
+                targets = collections.deque((lane, lane.added) for lane in self._lanes if lane.finished < lane.added)
                 while True:
-                    targets = [(lane, n) for lane, n in targets if lane.finished < n]
+                    while targets and targets[0][0].finished >= targets[0][1]:
+                        targets.popleft()
                     if not targets:
                         return True
                     if not self._wait_progress(deadline):
@@ -490,3 +497,11 @@ def _split(backend: Backend, kind: str, payload: Any) -> Sequence[Any]:
     if kind != WRITE or size is None or len(payload) <= size:
         return (payload,)
     return [payload[k : k + size] for k in range(0, len(payload), size)]
+
+
+def _parts(backend: Backend, kind: str, payload: Any) -> int:
+    """How many operations :func:`_split` makes of ``payload`` for ``backend``."""
+    size = backend.max_write
+    if kind != WRITE or size is None:
+        return 1
+    return max(1, -(-len(payload) // size))

@@ -475,3 +475,22 @@ def test_g10_sigkill_loses_nothing_and_replays_in_order(tmp_path, memcore_home, 
     memory.close(timeout=WAIT)
     with sqlite3.connect(memcore_home / "journal.sqlite3") as db:
         assert db.execute("SELECT count(*) FROM ops").fetchone() == (0,)
+
+
+def test_g10_sync_durability_returns_when_the_operation_was_acknowledged_before_it_was_written(make_memory):
+    # An instant backend acknowledges a write before the journal writer took it: the row is never written, and a
+    # durability="sync" caller must still learn that it is settled (it waited forever before).
+    instant = RecordingBackend()
+    memory = make_memory(instant, durability="sync")
+    done = threading.Event()
+
+    def turns() -> None:
+        lc = memory.lifecycle("s")
+        for i in range(50):
+            lc.sync_turn(f"t{i}", "a")
+        done.set()
+
+    threading.Thread(target=turns, daemon=True).start()
+    assert done.wait(WAIT), "a durability='sync' sync_turn never returned"
+    drain(memory)
+    assert len(instant.calls("write", "s")) == 50
