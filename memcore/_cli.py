@@ -6,12 +6,24 @@ import argparse
 import contextlib
 import logging
 import os
+import sqlite3
 import sys
 from collections.abc import Callable, Iterator
 
 from . import __version__
-from ._commands import UsageError, cmd_backends, cmd_demo, cmd_pending, cmd_recall, cmd_replay, cmd_retry
+from ._commands import (
+    DEMO_FILE,
+    UsageError,
+    cmd_backends,
+    cmd_demo,
+    cmd_pending,
+    cmd_recall,
+    cmd_replay,
+    cmd_retry,
+    demo_recall_command,
+)
 from ._errors import InvalidContent, InvalidSessionId, InvalidSwitch, MemcoreError, UnknownBackend
+from ._paths import memcore_home
 from ._replay import ScriptError
 
 #: How many of the core's warnings (failed operations, skipped backends...) a run prints; the report has the rest.
@@ -50,6 +62,28 @@ def _db_path(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("the database path is empty")
     return text
+
+
+def _journal_path(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the journal path is empty")
+    return text
+
+
+def _top_epilog() -> str:
+    """The examples of ``memcore --help``: the demo keeps its memories in a store of its own, so the recall that
+    follows it names that store."""
+    lines = [
+        ("memcore demo", "a bundled conversation, replayed into a store of its own"),
+        (demo_recall_command(memcore_home() / DEMO_FILE), "what the demo's memory recalls"),
+        ("memcore replay chat.jsonl", "your own event log, replayed into your memory store"),
+        ('memcore recall "espresso"', "what your memory store recalls"),
+    ]
+    examples = "\n".join(f"  {command}\n      # {what}" for command, what in lines)
+    return (
+        f"examples:\n{examples}\n\n"
+        "Run 'memcore COMMAND --help' for a command's options. MEMCORE_HOME sets where memcore keeps its files."
+    )
 
 
 def _store_parent() -> argparse.ArgumentParser:
@@ -92,8 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="memcore",
         description="memcore: long-term memory for AI agents, one session lifecycle for any memory service.",
-        epilog='examples:\n  memcore demo\n  memcore replay chat.jsonl\n  memcore recall "espresso"\n\n'
-        "Run 'memcore COMMAND --help' for a command's options. MEMCORE_HOME sets where memcore keeps its files.",
+        epilog=_top_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -107,14 +140,16 @@ def build_parser() -> argparse.ArgumentParser:
         "replay a bundled conversation and show what memory makes of it",
         "Replays a bundled week of conversation (turns, notes, session switches) into a fresh SQLite database,\n"
         "then shows what a few recall queries find, the delivery report and the store's counts.\n"
-        "Needs no network and no configuration; your own memory store is not touched.",
+        "Needs no network and no configuration; your own memory store is not touched. Its last line is the\n"
+        "'memcore recall --path ...' command that searches the demo's store.",
         ["memcore demo", "memcore demo --quiet --path /tmp/demo.sqlite3"],
     )
     demo.add_argument(
         "--path",
         type=_db_path,
         metavar="DB",
-        help="the database to use (default: $MEMCORE_HOME/demo.sqlite3); replaced on every run",
+        help="the database to use (default: $MEMCORE_HOME/demo.sqlite3); replaced on every run (a --path file only "
+        "if it is new, empty or an earlier demo's)",
     )
     demo.add_argument("--quiet", "-q", action="store_true", help="no progress display on stderr")
 
@@ -141,7 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_recall,
         "search memory for what is relevant to a query",
         "Asks every selected backend for memories relevant to QUERY (outside any session) and prints them,\n"
-        "best first. In the SQLite store, notes are recallable at once and turns once their session is committed.",
+        "best first. In the SQLite store, notes are recallable at once and turns once their session is committed.\n"
+        "The store is opened read-only and must exist. The exit status is 1 if the recall timed out before every\n"
+        "backend answered, or a backend's recall failed.",
         ['memcore recall "espresso in the morning"', 'memcore recall "deadline" --limit 3 --json'],
         store,
     )
@@ -173,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
         "'failed' ones failed for good, with their last error ('memcore retry' re-queues them).",
         ["memcore pending", "memcore pending --json"],
     )
-    pending.add_argument("--journal", metavar="FILE", help=journal_help)
+    pending.add_argument("--journal", type=_journal_path, metavar="FILE", help=journal_help)
     pending.add_argument("--json", action="store_true", help="print the listing as JSON")
 
     retry = _command(
@@ -181,14 +218,20 @@ def build_parser() -> argparse.ArgumentParser:
         "retry",
         cmd_retry,
         "re-queue operations that failed for good",
-        "Marks the journal's failed operations pending again, in their order, so that the next Memory that\n"
-        "starts with their backend delivers them. With --deliver, starts one now (with --backend/--path) and\n"
-        "reports what it delivered.",
+        "Marks the journal's failed operations pending again, in their order and ahead of their sessions' later\n"
+        "operations, so that the next Memory that starts with their backend delivers them. With --deliver, starts\n"
+        "one now (with --backend/--path), which delivers them and whatever else waits in the journal for its\n"
+        "backends, and reports what it delivered.",
         ["memcore retry", "memcore retry --only-backend openviking --deliver --backend openviking"],
         store,
     )
-    retry.add_argument("--journal", metavar="FILE", help=journal_help)
-    retry.add_argument("--only-backend", dest="backend_key", metavar="KEY", help="only this backend (as listed)")
+    retry.add_argument("--journal", type=_journal_path, metavar="FILE", help=journal_help)
+    retry.add_argument(
+        "--only-backend",
+        dest="backend_key",
+        metavar="KEY",
+        help="only this backend: its key as 'memcore pending' lists it, or its name (sqlite)",
+    )
     retry.add_argument("--session", metavar="ID", help="only this session")
     retry.add_argument("--deliver", action="store_true", help="deliver them now instead of at the next start")
     retry.add_argument("--timeout", type=_seconds, default=30.0, metavar="SECONDS", help="for --deliver (30)")
@@ -247,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     except INPUT_ERRORS as exc:
         _error(exc)
         return 2
-    except (MemcoreError, OSError) as exc:
+    except (MemcoreError, OSError, sqlite3.Error) as exc:
         if isinstance(exc, BrokenPipeError):  # the reader went away (| head): stop quietly
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 1

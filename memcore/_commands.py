@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
+import shlex
 import sqlite3
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -16,8 +20,25 @@ import attrs
 
 from . import _plugins as registry
 from . import _validate as check
-from ._errors import BackendLoadError
-from ._journal import pending, requeue_failed
+from ._errors import BackendLoadError, MemcoreError
+from ._hooks import hookimpl
+from ._journal_admin import (
+    DIRECTORY,
+    EMPTY,
+    JOURNAL,
+    JOURNAL_VERSION,
+    MISSING,
+    OTHER_SQLITE,
+    STORE,
+    STORE_VERSION,
+    FileInfo,
+    PendingGroup,
+    connect_readonly,
+    identify,
+    matches_backend,
+    pending,
+    requeue_failed,
+)
 from ._memory import JOURNAL_FILE, Memory
 from ._output import backends_text, pending_table, recall_table, report_lines, script_summary, stats_line
 from ._paths import memcore_home
@@ -31,8 +52,16 @@ from ._table import Progress
 DEMO_FILE = "demo.sqlite3"
 
 
+#: What the demo's closing lines suggest recalling from its store.
+DEMO_QUERY = "espresso"
+
+
 class UsageError(Exception):
     """Bad input given on the command line (exit status 2)."""
+
+
+class UnusableFile(MemcoreError):
+    """A file memcore found at its own default place cannot be used (exit status 1); it is left as it is."""
 
 
 def _out(text: str = "") -> None:
@@ -69,11 +98,80 @@ def sqlite_path(args: argparse.Namespace) -> Path | None:
 
 
 def store_stats(path: Path) -> dict[str, Any]:
-    backend = SQLiteBackend(path)
+    backend = ReadOnlyStore(path)
     try:
         return backend.stats()
     finally:
         backend.memcore_close()
+
+
+class ReadOnlyStore(SQLiteBackend):
+    """The SQLite backend on an existing store, opened read-only (``mode=ro``): recall and counts, never a write,
+    never a schema. Every connection it opens comes from :meth:`_db`."""
+
+    def __init__(self, path: Path):
+        self._ro_local = threading.local()
+        self._ro_connections: list[sqlite3.Connection] = []
+        self._ro_lock = threading.Lock()
+        super().__init__(path)  # reads the schema version through _db, and finds nothing to create
+
+    def _db(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._ro_local, "db", None)
+        if db is None:
+            db = connect_readonly(self.path, timeout=self.busy_timeout)
+            self._ro_local.db = db
+            with self._ro_lock:
+                self._ro_connections.append(db)
+        return db
+
+    @hookimpl
+    def memcore_close(self) -> None:
+        with self._ro_lock:
+            connections, self._ro_connections = self._ro_connections, []
+        for db in connections:
+            db.close()
+        self._ro_local = threading.local()
+        super().memcore_close()
+
+
+def _problem(path: Path, info: FileInfo, what: str) -> str:
+    """Why ``path`` is not a memcore ``what`` ("memory store", "journal")."""
+    if info.kind == DIRECTORY:
+        return f"{path} is a directory, not a {what}"
+    if info.kind == EMPTY:
+        return f"{path} is empty, not a memcore {what}"
+    if info.kind == STORE:
+        return f"{path} is a memcore memory store, not a {what}"
+    if info.kind == JOURNAL:
+        return f"{path} is memcore's journal, not a {what}"
+    if info.kind == OTHER_SQLITE:
+        return f"{path} is not a memcore {what}: it is an SQLite database of something else ({info.detail})"
+    return f"{path} is not a memcore {what}: {info.detail}"
+
+
+def _refuse(problem: str, *, named: bool, note: str = "") -> Exception:
+    """The error for a file memcore will not use: bad input (2) when the user named it, else :class:`UnusableFile`."""
+    message = f"{problem}; it was left as it is{note}"
+    return UsageError(message) if named else UnusableFile(message)
+
+
+def check_store(path: Path, *, named: bool, writing: bool) -> None:
+    """Refuse anything at ``path`` but a memory store of the SQLite backend, before anything opens it. A writing
+    command may also make a new store where there is none (no file, or an empty one); a reading one may not."""
+    info = identify(path)
+    if info.kind == STORE:
+        if info.version > STORE_VERSION:
+            raise _refuse(
+                f"{path} is a memory store of a newer memcore (schema {info.version}; this one knows {STORE_VERSION})",
+                named=named,
+            )
+        return
+    if info.kind in (MISSING, EMPTY):
+        if writing:
+            return
+        empty = ": the file is empty" if info.kind == EMPTY else ""
+        raise UsageError(f"no memory store at {path} yet{empty} (replay an event log into it first, or give --path)")
+    raise _refuse(_problem(path, info, "memory store"), named=named)
 
 
 # -- replaying ------------------------------------------------------------------------------------------------------
@@ -125,6 +223,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     names, settings = store_options(args)
     data, source = read_input(args.file)
     script = parse(data, source, default_session=session)  # the whole file, before anything is opened
+    target = sqlite_path(args)
+    if target is not None:
+        check_store(target, named=args.path is not None, writing=True)
     memory = Memory(backends=names, settings=settings)
     _out(f"Replaying {source}: {script_summary(script, session)}")
     store = sqlite_path(args) if "sqlite" in memory.backends else None
@@ -145,27 +246,38 @@ def reset_demo_store(path: Path, sessions: set[str], *, explicit: bool) -> None:
     holds nothing but the demo's sessions (an earlier demo run), so the demo never wipes real memories."""
     if path.is_dir():
         raise UsageError(f"{path} is a directory; --path takes a database file")
-    if explicit and path.exists() and path.stat().st_size:
-        problem = _not_a_demo_store(path, sessions)
+    if explicit:
+        info = identify(path)
+        if info.kind == STORE:
+            problem = _not_a_demo_store(path, sessions)
+        elif info.kind in (MISSING, EMPTY):
+            problem = None
+        else:
+            problem = _problem(path, info, "memory store")
         if problem:
-            raise UsageError(f"{path} {problem}; the demo needs a file of its own: pick another --path")
+            raise UsageError(f"{problem}; it was left as it is (the demo needs a file of its own: pick another --path)")
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
 def _not_a_demo_store(path: Path, sessions: set[str]) -> str | None:
-    """Why the demo must not replace ``path``, or None if it holds only the demo's sessions."""
+    """Why the demo must not replace the store at ``path``, or None if it holds only the demo's sessions."""
     try:
-        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        db = connect_readonly(path)
         try:
             rows = db.execute(
                 "SELECT id FROM sessions UNION SELECT session_id FROM messages UNION SELECT session_id FROM notes"
             ).fetchall()
         finally:
             db.close()
-    except sqlite3.Error:
-        return "is not a memcore database"
-    return None if {row[0] for row in rows} <= sessions else "holds memories other than the demo's"
+    except sqlite3.Error as exc:
+        return f"{path} cannot be read ({exc})"
+    return None if {row[0] for row in rows} <= sessions else f"{path} holds memories other than the demo's"
+
+
+def demo_recall_command(path: Path) -> str:
+    """The command that recalls from the demo's store at ``path``."""
+    return f"memcore recall --path {shlex.quote(str(path))} {DEMO_QUERY}"
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -180,10 +292,30 @@ def cmd_demo(args: argparse.Namespace) -> int:
     # No journal: the demo's store is made afresh each run, so there is nothing for a journal to keep.
     memory = Memory(backends=["sqlite"], settings={"sqlite": {"path": str(path)}}, plugins=[], journal=False)
     recalled, report, elapsed = run_script(memory, script, session_id=DEFAULT_SESSION, quiet=args.quiet)
-    return print_results(recalled, report, elapsed, path)
+    status = print_results(recalled, report, elapsed, path)
+    _out()
+    _out(f"Ask the demo's memory yourself: {demo_recall_command(path)}")
+    return status
 
 
 # -- recall and backends ----------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _warnings_logged() -> Iterator[list[logging.LogRecord]]:
+    """The warnings memcore logs inside the block (they are printed as usual: this only collects them)."""
+    seen: list[logging.LogRecord] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    logger, handler = logging.getLogger("memcore"), Collect(logging.WARNING)
+    logger.addHandler(handler)
+    try:
+        yield seen
+    finally:
+        logger.removeHandler(handler)
 
 
 def cmd_recall(args: argparse.Namespace) -> int:
@@ -191,20 +323,42 @@ def cmd_recall(args: argparse.Namespace) -> int:
         raise UsageError("the query is blank")
     names, settings = store_options(args)
     store = sqlite_path(args)
-    if store is not None and not store.exists():
-        raise UsageError(f"no memory store at {store} yet (replay an event log into it first, or give --path)")
-    memory = Memory(backends=names, settings=settings, journal=False)  # reads only: never replays the journal
+    specs: list[str | Any] | None = list(names) if names else None
+    if store is not None:  # read-only: a recall never writes to the store, nor creates one
+        check_store(store, named=args.path is not None, writing=False)
+        try:
+            reader = ReadOnlyStore(store)
+        except (sqlite3.Error, RuntimeError) as exc:
+            raise _refuse(f"{store} cannot be read ({exc})", named=args.path is not None) from None
+        specs = [reader if name == "sqlite" else name for name in specs] if specs else [reader]
+        settings.pop("sqlite", None)
+    memory = Memory(backends=specs, settings=settings, journal=False)  # reads only: never replays the journal
     try:
-        found = memory.recall(args.query, limit=args.limit, timeout=args.timeout)
+        if not any("recall" in caps for caps in memory.capabilities.values()):
+            raise UsageError(f"none of the selected backends can recall ({', '.join(memory.backends)})")
+        with _warnings_logged() as warnings:
+            start = time.monotonic()
+            found = memory.recall(args.query, limit=args.limit, timeout=args.timeout)
+            # recall() returns before its timeout once every backend answered; only a call that was cut off waits
+            # the whole timeout out.
+            timed_out = time.monotonic() - start >= args.timeout
     finally:
         memory.close()
     if args.json:
         _out(json.dumps([attrs.asdict(item) for item in found], indent=2, ensure_ascii=False, default=str))
     elif found:
         _out(recall_table([(args.query, found)], show_query=False))
+    elif timed_out:
+        _out(f"Nothing recalled for {args.query!r} within the {args.timeout:g} s timeout.")
     else:
         _out(f"Nothing recalled for {args.query!r}.")
-    return 0
+    if timed_out:
+        _err(
+            f"memcore: error: recall timed out after {args.timeout:g} s: not every backend answered"
+            + (", so what is shown may be incomplete" if found else "")
+            + " (give a longer --timeout)"
+        )
+    return 1 if timed_out or warnings else 0
 
 
 def describe_entry(name: str, target: str, group: str) -> dict[str, Any]:
@@ -240,19 +394,32 @@ def cmd_backends(args: argparse.Namespace) -> int:
 # -- the journal: pending and retry -----------------------------------------------------------------------------------
 
 
-def journal_path(args: argparse.Namespace) -> Path | None:
-    """The journal to read; None when the default one does not exist yet (nothing was ever accepted here)."""
-    if args.journal:
-        path = Path(args.journal).expanduser()
-        if not path.is_file():
-            raise UsageError(f"no journal at {path}")
+def journal_file(args: argparse.Namespace, *, writing: bool) -> Path | None:
+    """The journal to use, recognised as one before anything opens it (a writing command also has SQLite check its
+    integrity, which the journal requires). None when the default journal does not exist yet (nothing was ever
+    accepted here); a named file that is missing, or is anything but a journal, is refused and left as it is."""
+    named = args.journal is not None
+    path = Path(args.journal).expanduser() if named else memcore_home() / JOURNAL_FILE
+    info = identify(path, check_integrity=writing)
+    if info.kind == JOURNAL:
+        if info.version > JOURNAL_VERSION:
+            problem = (
+                f"{path} is the journal of a newer memcore (schema {info.version}; this one knows {JOURNAL_VERSION})"
+            )
+            raise _refuse(problem, named=named)
         return path
-    path = memcore_home() / JOURNAL_FILE
-    return path if path.is_file() else None
+    if info.kind == MISSING:
+        if named:
+            raise UsageError(f"no journal at {path}")
+        return None
+    if info.kind == EMPTY and not named:
+        return None
+    note = "" if named else " (the next Memory that starts moves it aside and starts a new journal)"
+    raise _refuse(_problem(path, info, "journal"), named=named, note=note)
 
 
 def cmd_pending(args: argparse.Namespace) -> int:
-    path = journal_path(args)
+    path = journal_file(args, writing=False)
     groups = pending(path) if path is not None else []
     if args.json:
         _out(json.dumps([attrs.asdict(g) for g in groups], indent=2, ensure_ascii=False))
@@ -264,20 +431,74 @@ def cmd_pending(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tally(groups: Sequence[PendingGroup], by: str) -> str:
+    """``sqlite:/x/store.sqlite3 (2), openviking (1)``: operations per backend key or session."""
+    counts: dict[str, int] = {}
+    for g in groups:
+        counts[getattr(g, by)] = counts.get(getattr(g, by), 0) + g.operations
+    return ", ".join(f"{key} ({n})" for key, n in counts.items())
+
+
+def _filters(args: argparse.Namespace) -> str:
+    parts = [f"--only-backend {args.backend_key}"] if args.backend_key is not None else []
+    parts += [f"--session {args.session}"] if args.session is not None else []
+    return " ".join(parts)
+
+
 def cmd_retry(args: argparse.Namespace) -> int:
-    path = journal_path(args)
+    if args.session is not None:
+        check.session_id(args.session, "--session")
+    if args.backend_key is not None and not args.backend_key.strip():
+        raise UsageError("--only-backend is empty")
+    names, settings = store_options(args)  # everything is checked before the journal is changed
+    if args.deliver:
+        store = sqlite_path(args)
+        if store is not None:
+            check_store(store, named=args.path is not None, writing=True)
+    path = journal_file(args, writing=True)
     if path is None:
-        _out("No failed operations to retry.")
+        _out("No failed operations to retry: there is no journal yet.")
         return 0
+    failed = [g for g in pending(path) if g.status == "failed"]
     count = requeue_failed(path, backend=args.backend_key, session_id=args.session)
-    if not count:
+    if count:
+        _out(f"Re-queued {count} failed operation(s), in their order, ahead of their sessions' later operations.")
+    elif failed and _filters(args):
+        matching = [g for g in failed if args.backend_key is None or matches_backend(g.backend, args.backend_key)]
+        owner = args.backend_key or "the journal"
+        where = (
+            f"the failed operations of {owner} are in the sessions {_tally(matching, 'session_id')}"
+            if matching
+            else f"the journal's failed operations are for {_tally(failed, 'backend')}"
+        )
+        _out(f"No failed operations match {_filters(args)}: {where}.")
+    else:
         _out("No failed operations to retry.")
-        return 0
-    _out(f"Re-queued {count} failed operation(s); the next Memory that starts with their backend delivers them.")
+    waiting = [g for g in pending(path) if g.waiting]
+    total = sum(g.operations for g in waiting)
     if not args.deliver:
+        if count:
+            _out("The next Memory that starts with their backend delivers them ('memcore retry --deliver': now).")
+        elif total:
+            _out(
+                f"{total} operation(s) wait in the journal for the next Memory with their backend: "
+                f"{_tally(waiting, 'backend')} ('memcore retry --deliver' delivers them now)."
+            )
         return 0
-    names, settings = store_options(args)
+    if not total:
+        _out("Nothing waits in the journal to be delivered.")
+        return 0
+    _out(f"Delivering now what waits in the journal: {_tally(waiting, 'backend')}.")
     memory = Memory(backends=names, settings=settings, journal=path)
     report = memory.close(timeout=args.timeout)
-    _out("Delivered now: " + report_lines(report, report.elapsed)[0])
+    first, *rest = report_lines(report, report.elapsed)
+    _out("Delivered now: " + first)
+    for line in rest:
+        _out(line)
+    left = [g for g in pending(path) if g.waiting]
+    if left:
+        _out(
+            f"Still waiting in the journal: {_tally(left, 'backend')} (for other backends or stores than the ones "
+            "selected with --backend and --path, or not delivered in time; 'memcore pending' lists them)."
+        )
     return 0 if report.ok else 1

@@ -6,13 +6,15 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ._journal import PendingGroup
+from ._journal_admin import PendingGroup
 from ._records import Recollection, Report
 from ._replay import End, NoteEvent, RecallEvent, Script, Switch, Turn
-from ._table import table, terminal_width
+from ._table import table, terminal_width, wrap
 
 #: How many final failures a printed report lists (``Report.failed`` has the exact count).
 FAILURES_SHOWN = 5
+#: How many lines ``memcore pending`` gives one last error (``--json`` has it whole).
+ERROR_LINES = 6
 
 _KINDS = (
     (Turn, "turn", "turns"),
@@ -122,8 +124,10 @@ def backends_text(
     return "\n".join(out).rstrip("\n")
 
 
-def pending_table(groups: Sequence[PendingGroup]) -> str:
-    """What ``memcore pending`` prints: one row per backend, session and status."""
+def pending_table(groups: Sequence[PendingGroup], width: int = 0) -> str:
+    """What ``memcore pending`` prints: one row per backend, session and status; a group's last error follows its
+    row on lines of its own, as wide as the terminal (at most :data:`ERROR_LINES` of them)."""
+    width = width or terminal_width()
     rows = [
         [
             g.backend,
@@ -132,9 +136,14 @@ def pending_table(groups: Sequence[PendingGroup]) -> str:
             str(g.operations),
             g.kinds,
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(g.oldest)),
-            " ".join((g.last_error or "").split())[:80],
         ]
         for g in groups
     ]
-    headers = ["BACKEND", "SESSION", "STATUS", "OPS", "KINDS", "OLDEST", "LAST ERROR"]
-    return table(headers, rows, width=terminal_width(), limits=(30, 24), right=(3,))
+    headers = ["BACKEND", "SESSION", "STATUS", "OPS", "KINDS", "OLDEST"]
+    header, *lines = table(headers, rows, width=width, limits=(30, 24, None, None, None, 19), right=(3,)).splitlines()
+    out = [header]
+    for group, line in zip(groups, lines, strict=True):
+        out.append(line)
+        if group.last_error:
+            out += wrap(group.last_error, width, first="  last error: ", rest="    ", max_lines=ERROR_LINES)
+    return "\n".join(out)

@@ -62,25 +62,67 @@ def table(
     limits: Sequence[int | None] = (),
     right: Sequence[int] = (),
 ) -> str:
-    """A table with two spaces between columns. Column ``i`` is cut to ``limits[i]`` cells when given; the last column
-    is cut so that each line fits in ``width`` cells (keeping at least 10). Columns in ``right`` are right-aligned."""
+    """A table with two spaces between columns, fitted to ``width`` cells. Only the columns with a limit (``limits[i]``)
+    and the last column give way when a line would not fit: each is cut, but never below its limit (the last column:
+    its limit if given, else 10 cells). What room is left over goes back to them evenly, the column that is short by
+    the least made whole first, so that a column a few cells too long is not cut to make room for a long text. Other
+    columns keep their whole width; when even so a line does not fit, it is longer than ``width``. Columns in
+    ``right`` are right-aligned."""
     cells = [[one_line(c) for c in row] for row in rows]
     ncols = len(headers)
-    for row in cells:
-        for i in range(ncols - 1):
-            limit = limits[i] if i < len(limits) else None
-            if limit is not None:
-                row[i] = truncate(row[i], limit)
-    widths = [max([width_of(headers[i])] + [width_of(row[i]) for row in cells]) for i in range(ncols)]
-    last = max(width - sum(widths[:-1]) - 2 * (ncols - 1), 10)
-    widths[-1] = min(widths[-1], last)
+    floors = [limits[i] if i < len(limits) else None for i in range(ncols)]
+    if floors[-1] is None:
+        floors[-1] = 10
+    natural = [max([width_of(headers[i])] + [width_of(row[i]) for row in cells]) for i in range(ncols)]
+    widths = [n if f is None else min(n, f) for n, f in zip(natural, floors, strict=True)]
+    spare = width - sum(widths) - 2 * (ncols - 1)
+    short = sorted((i for i in range(ncols) if widths[i] < natural[i]), key=lambda i: natural[i] - widths[i])
+    for k, i in enumerate(short):
+        if spare <= 0:
+            break
+        grant = min(natural[i] - widths[i], spare // (len(short) - k))
+        widths[i] += grant
+        spare -= grant
     lines = []
     for row in [list(headers), *cells]:
-        row[-1] = truncate(row[-1], widths[-1])
+        row = [truncate(c, w) for c, w in zip(row, widths, strict=True)]
         lines.append(
             "  ".join(pad(c, w, i in right) for i, (c, w) in enumerate(zip(row, widths, strict=True))).rstrip()
         )
     return "\n".join(lines)
+
+
+def wrap(text: str, width: int, *, first: str = "", rest: str = "", max_lines: int = 0) -> list[str]:
+    """``text`` (on one line) wrapped into lines of at most ``width`` cells, the first starting with ``first`` and the
+    others with ``rest``; past ``max_lines`` lines (if given) the last one kept ends in ``...``."""
+    words = one_line(text).split(" ")
+    lines: list[str] = []
+    line = first
+    room = max(width, width_of(first) + 10, width_of(rest) + 10)
+    for word in words:
+        while word:
+            sep = "" if line in (first, rest) else " "
+            if width_of(line + sep + word) <= room:
+                line += sep + word
+                word = ""
+            elif line not in (first, rest):
+                lines.append(line)
+                line = rest
+            else:  # a word longer than a whole line: cut it
+                cut = room - width_of(line)
+                piece = ""
+                for char in word:
+                    if width_of(piece + char) > cut:
+                        break
+                    piece += char
+                lines.append(line + piece)
+                line, word = rest, word[len(piece) :]
+    if line not in (first, rest) or not lines:
+        lines.append(line)
+    if max_lines and len(lines) > max_lines:
+        lines = lines[:max_lines]
+        lines[-1] = truncate(lines[-1] + " " + ELLIPSIS, room)  # cut if need be: it ends in "..." either way
+    return lines
 
 
 class Progress:
