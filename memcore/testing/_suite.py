@@ -61,7 +61,8 @@ class BackendSuite:
 
     #: Seconds to poll recall for something written to appear, for services that index in the background.
     index_deadline: ClassVar[float] = 30.0
-    #: Seconds memcore may take to deliver and commit what a test wrote (retries included).
+    #: Seconds delivery may go without finishing (or retrying) any operation before a test fails: a slow service
+    #: passes as long as it makes progress.
     flush_timeout: ClassVar[float] = 60.0
     #: Seconds memcore keeps retrying an operation that fails with a transient error (``RetryPolicy.deadline``).
     retry_deadline: ClassVar[float] = 10.0
