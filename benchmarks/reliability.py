@@ -59,7 +59,7 @@ from _common import (
 )
 
 import memcore
-from memcore import _journal
+from memcore import _journal_admin
 
 #: Where the JSON goes unless ``--json`` says otherwise.
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "reliability.json"
@@ -304,7 +304,7 @@ def journal_rows(path: Path) -> int:
     """Operations the journal at ``path`` holds (any status), read-only; 0 if there is no journal file."""
     if not path.exists():
         return 0
-    return sum(group.operations for group in _journal.pending(path))
+    return sum(group.operations for group in _journal_admin.pending(path))
 
 
 def wait_durable(memory: memcore.Memory) -> float | None:

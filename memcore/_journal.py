@@ -32,7 +32,6 @@ log = logging.getLogger("memcore")
 
 SCHEMA_VERSION = 1
 DEFAULT_FILE = "journal.sqlite3"
-RETRY_OWNER = "0:retry"  # rows re-queued by `memcore retry`: claimed (first) by the next Memory that starts
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS owners (owner TEXT PRIMARY KEY, pid INTEGER, host TEXT, started REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS ops (
@@ -313,75 +312,3 @@ def _open(path: Path, *, full_sync: bool) -> sqlite3.Connection:
                 aside,
             )
     raise AssertionError("unreachable")
-
-
-# -- reading and re-queueing (the `memcore pending` and `memcore retry` commands) ---------------------------------
-
-
-@attrs.frozen(kw_only=True)
-class PendingGroup:
-    """What the journal holds for one (backend, session, status): ``pending`` (not yet acknowledged: queued in a
-    running Memory, or left by one that is gone and replayed at the next start) or ``failed`` (for good)."""
-
-    backend: str
-    session_id: str
-    status: str
-    operations: int
-    kinds: str
-    oldest: float
-    last_error: str | None
-    owner_running: bool
-
-
-def pending(path: Path) -> list[PendingGroup]:
-    """Group what the journal at ``path`` holds, read-only."""
-    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    try:
-        live = {o for o, pid, host in db.execute("SELECT owner, pid, host FROM owners") if _alive(pid, host)}
-        rows = db.execute(
-            "SELECT backend, session_id, status, owner, count(*), group_concat(DISTINCT kind), min(created), "
-            "(SELECT last_error FROM ops i WHERE i.backend = o.backend AND i.session_id = o.session_id "
-            " AND i.status = o.status AND i.last_error IS NOT NULL ORDER BY i.created DESC LIMIT 1) "
-            "FROM ops o GROUP BY backend, session_id, status, owner ORDER BY backend, session_id, status"
-        ).fetchall()
-    finally:
-        db.close()
-    return [
-        PendingGroup(
-            backend=backend,
-            session_id=sid,
-            status=status,
-            operations=count,
-            kinds=kinds,
-            oldest=oldest,
-            last_error=error,
-            owner_running=owner in live,
-        )
-        for backend, sid, status, owner, count, kinds, oldest, error in rows
-    ]
-
-
-def requeue_failed(path: Path, *, backend: str | None = None, session_id: str | None = None) -> int:
-    """Mark failed operations pending again (optionally only one backend's or session's), in their order, so that
-    the next Memory that starts with their backend delivers them. Returns how many."""
-    db = _open(path, full_sync=True)
-    try:
-        db.execute("BEGIN IMMEDIATE")
-        where, args = "status = 'failed'", []
-        if backend is not None:
-            where += " AND backend = ?"
-            args.append(backend)
-        if session_id is not None:
-            where += " AND session_id = ?"
-            args.append(session_id)
-        rows = db.execute(f"SELECT owner, seq FROM ops WHERE {where} ORDER BY owner, seq", args).fetchall()
-        top = db.execute("SELECT coalesce(max(seq), 0) FROM ops WHERE owner = ?", (RETRY_OWNER,)).fetchone()[0]
-        for n, (owner, seq) in enumerate(rows, start=1):
-            db.execute(
-                "UPDATE ops SET owner = ?, seq = ?, status = 'pending' WHERE owner = ? AND seq = ?",
-                (RETRY_OWNER, top + n, owner, seq),
-            )
-        db.execute("COMMIT")
-    finally:
-        db.close()
-    return len(rows)
