@@ -465,9 +465,11 @@ def cmd_retry(args: argparse.Namespace) -> int:
         _out(f"Re-queued {count} failed operation(s), in their order, ahead of their sessions' later operations.")
     elif failed and _filters(args):
         matching = [g for g in failed if args.backend_key is None or matches_backend(g.backend, args.backend_key)]
-        owner = args.backend_key or "the journal"
+        owner = (
+            f"the failed operations of {args.backend_key}" if args.backend_key else "the journal's failed operations"
+        )
         where = (
-            f"the failed operations of {owner} are in the sessions {_tally(matching, 'session_id')}"
+            f"{owner} are in the sessions {_tally(matching, 'session_id')}"
             if matching
             else f"the journal's failed operations are for {_tally(failed, 'backend')}"
         )
