@@ -452,6 +452,9 @@ def cmd_retry(args: argparse.Namespace) -> int:
         raise UsageError("--only-backend is empty")
     names, settings = store_options(args)  # everything is checked before the journal is changed
     if args.deliver:
+        for name in names or ():
+            with contextlib.suppress(BackendLoadError):  # an unknown name is an error now; a broken one, in the report
+                registry.load_class(name)
         store = sqlite_path(args)
         if store is not None:
             check_store(store, named=args.path is not None, writing=True)

@@ -187,6 +187,9 @@ def test_replay_lists_every_bad_line(tmp_path: Path, capsys: pytest.CaptureFixtu
         (["replay", "{log}", "--session", ""], "--session is empty"),
         (["replay", "{log}", "--backend", "sqlite", "--backend", "sqlite"], "given more than once"),
         (["recall", "cat", "--path", "{tmp}/nowhere.sqlite3"], "no memory store"),
+        (["retry", "--only-backend", " "], "--only-backend is empty"),
+        (["retry", "--session", ""], "--session is empty"),
+        (["retry", "--deliver", "--backend", "nope"], "no backend named 'nope'"),
     ],
 )
 def test_bad_input_gives_one_clear_error(
@@ -272,7 +275,7 @@ def test_backends_shows_a_load_error(monkeypatch: pytest.MonkeyPatch, capsys: py
     )
 
 
-@pytest.mark.parametrize("command", ["demo", "replay", "recall", "backends"])
+@pytest.mark.parametrize("command", ["demo", "replay", "recall", "backends", "pending", "retry"])
 def test_help_for_each_command(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([command, "--help"]) == 0
     out = capsys.readouterr().out
@@ -289,3 +292,7 @@ def test_top_level_help_version_and_usage(capsys: pytest.CaptureFixture[str]) ->
     assert "required: COMMAND" in capsys.readouterr().err
     assert main(["recall", "x", "--limit", "0"]) == 2
     assert "must be at least 1" in capsys.readouterr().err
+    assert main(["pending", "--journal", " "]) == 2
+    assert "the journal path is empty" in capsys.readouterr().err
+    assert main(["retry", "--journal", ""]) == 2
+    assert "the journal path is empty" in capsys.readouterr().err
