@@ -483,7 +483,10 @@ def cmd_retry(args: argparse.Namespace) -> int:
     total = sum(g.operations for g in waiting)
     if not args.deliver:
         if count:
-            _out("The next Memory that starts with their backend delivers them ('memcore retry --deliver': now).")
+            _out(
+                "The next Memory that starts with their backend delivers them; 'memcore retry --deliver' (with their "
+                "--backend and --path) does it now."
+            )
         elif total:
             _out(
                 f"{total} operation(s) wait in the journal for the next Memory with their backend: "
