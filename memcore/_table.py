@@ -64,8 +64,9 @@ def table(
 ) -> str:
     """A table with two spaces between columns, fitted to ``width`` cells. Only the columns with a limit (``limits[i]``)
     and the last column give way when a line would not fit: each is cut, but never below its limit (the last column:
-    its limit if given, else 10 cells). What room is left over goes back to them evenly, the column that is short by
-    the least made whole first, so that a column a few cells too long is not cut to make room for a long text. Other
+    its limit if given, else 10 cells). The room left over is shared out evenly among them: a column that needs less
+    than its share is made whole and the others share the rest, so that a column a few cells too long is not cut to
+    make room for a long text, nor a long text cut to nothing for a long column. Other
     columns keep their whole width; when even so a line does not fit, it is longer than ``width``. Columns in
     ``right`` are right-aligned."""
     cells = [[one_line(c) for c in row] for row in rows]
