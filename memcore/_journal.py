@@ -20,7 +20,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +123,7 @@ class Journal:
         self._appended = 0  # buffer generations: how many appends were made
         self._durable = 0  # ... and how many of them are on disk
         self._stopping = False
+        self._closed = False
         self._reader: sqlite3.Connection | None = None  # used by one reloading worker at a time (read_spilled)
         self._thread = threading.Thread(target=self._writer, name="memcore-journal", daemon=True)
         self._thread.start()
@@ -212,11 +213,14 @@ class Journal:
 
     # -- start and stop --------------------------------------------------------------------------------------
 
-    def claim(self, backends: Iterable[str], first_seq: int) -> list[Entry]:
+    def claim(
+        self, backends: Iterable[str], first_seq: int | Callable[[int], int], *, fresh: bool = False
+    ) -> list[Entry]:
         """Take over the pending rows of owners that are gone (and rows ``memcore retry`` re-queued), for the named
-        backends, renumbered from ``first_seq`` in their original order. Returns them in that order."""
+        backends, renumbered from ``first_seq`` (or from what ``first_seq(count)`` reserves) in their original order.
+        Returns them in that order. ``fresh``: on a connection of its own, for a claim while the writer runs."""
         names = list(backends)
-        db = self._db
+        db = _connect(self.path) if fresh else self._db
         db.execute("BEGIN IMMEDIATE")
         try:
             owners = db.execute("SELECT owner, pid, host FROM owners").fetchall()
@@ -232,8 +236,9 @@ class Journal:
                 names,
             ).fetchall()
             entries = []
+            base = first_seq(len(rows)) if callable(first_seq) else first_seq
             for n, (owner, seq, backend, sid, parent, kind, payload) in enumerate(rows):
-                new_seq = first_seq + n
+                new_seq = base + n
                 db.execute(
                     "UPDATE ops SET owner = ?, seq = ?, status = 'pending' WHERE owner = ? AND seq = ?",
                     (self.owner, new_seq, owner, seq),
@@ -246,6 +251,9 @@ class Journal:
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        finally:
+            if fresh:
+                db.close()
         return entries
 
     def read_spilled(self, backend: str, after: int, limit: int) -> list[Entry]:
@@ -253,7 +261,7 @@ class Journal:
         order (put on disk first)."""
         self.wait_durable()
         if self._reader is None:
-            self._reader = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            self._reader = _connect(self.path)
         rows = self._reader.execute(
             "SELECT seq, backend, session_id, parent_id, kind, payload FROM ops "
             "WHERE owner = ? AND status = 'spilled' AND backend = ? AND seq > ? ORDER BY seq LIMIT ?",
@@ -276,7 +284,18 @@ class Journal:
         self._db.close()
         if self._reader is not None:
             self._reader.close()
+        self._closed = True
         return True
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` finished: the owner is gone and its rows are anyone's."""
+        return self._closed
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """Another connection to a journal already opened (for reading back spilled rows, or claiming while running)."""
+    return sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
 
 
 def _open(path: Path, *, full_sync: bool) -> sqlite3.Connection:

@@ -148,11 +148,13 @@ class Memory:
         )
         self._scheduler = Scheduler(journal=self._journal, **self._config)
         if self._journal is not None:
-            entries = self._journal.claim([b.key for b in self._backends], self._scheduler.next_seq())
+            entries = self._journal.claim([b.key for b in self._backends], self._scheduler.reserve)
             if entries:
                 log.info("memcore: replaying %d operations from %s", len(entries), self._journal.path)
                 self._scheduler.replay(entries)
         self._close_lock = threading.Lock()
+        self._release_lock = threading.Lock()
+        self._handoff: threading.Timer | None = None
         self._final: Report | None = None
         atexit.register(self._at_exit)
         _live.add(self)
@@ -229,11 +231,63 @@ class Memory:
             left = self._scheduler.stop(deadline - time.monotonic())
             if self._journal is None:
                 self._scheduler.emit_dropped(left)
-            elif not self._journal.close(max(deadline - time.monotonic(), 0.5)):
-                log.error("memcore: the journal writer did not finish in time; the last operations may replay twice")
+            elif self._scheduler.when_quiet(self._release_journal):
+                self._linger()
+            else:
+                self._release_journal(max(deadline - time.monotonic(), 0.5))
             self._final = self._report(start, timed_out=not (drained and closed))
             _live.discard(self)
             return self._final
+
+    # -- handing the journal over (G15) -----------------------------------------------------------------------
+
+    def _linger(self) -> None:
+        """Calls outlived close's deadline: they may still reach the service, so this Memory keeps its journal rows
+        (its owner stays registered, and the rows of its sessions are not replayed anywhere) until the last of them
+        returned, or until the retry deadline passed, when such a call is taken as lost."""
+        assert self._journal is not None
+        bound = self._config["retry"].deadline
+        log.warning(
+            "memcore: calls are still in flight at the close deadline; the journal %s keeps their sessions' "
+            "operations until they return (at most %g s), then hands them to the next Memory",
+            self._journal.path,
+            bound,
+        )
+        timer = self._handoff = threading.Timer(bound, self._release_journal)
+        timer.daemon = True
+        timer.name = "memcore-handoff"
+        timer.start()
+
+    def _release_journal(self, timeout: float = 5.0) -> None:
+        """Close the journal (what is left in it is anyone's now) and let running Memories on the same journal file
+        take it over. Idempotent."""
+        journal = self._journal
+        if self._handoff is not None and self._handoff is not threading.current_thread():
+            self._handoff.cancel()
+        with self._release_lock:  # the last call's return and the timer may both get here
+            if journal is None or journal.closed:
+                return
+            if not journal.close(timeout):
+                log.error("memcore: the journal writer did not finish in time; the last operations may replay twice")
+                return
+        for memory in list(_live):
+            if memory is not self and memory._journal is not None and memory._journal.path == journal.path:
+                memory._adopt()
+
+    def _adopt(self) -> None:
+        """Replay what a Memory of this process that closed with calls in flight left in the journal, now that those
+        calls returned (its rows were not claimable before)."""
+        journal = self._journal
+        if journal is None or self._scheduler.closed:
+            return
+        try:
+            entries = journal.claim([b.key for b in self._backends], self._scheduler.reserve, fresh=True)
+        except Exception:
+            log.exception("memcore: operations handed over in %s could not be claimed", journal.path)
+            return
+        if entries:
+            log.info("memcore: replaying %d operations handed over in %s", len(entries), journal.path)
+            self._scheduler.replay(entries)
 
     def __enter__(self) -> Memory:
         return self

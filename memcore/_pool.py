@@ -125,6 +125,11 @@ class WorkerPool:
         return list(self._threads)
 
     @property
+    def running(self) -> int:
+        """Calls in flight now."""
+        return len(self._running)
+
+    @property
     def threads(self) -> int:
         """Lane threads alive now."""
         return len(self._threads)

@@ -93,6 +93,7 @@ class Scheduler:
         self._rng = rng or random.Random()
         self._closed = False
         self._stopping = False
+        self._on_quiet: Callable[[], None] | None = None
         self.recall = RecallPool(backends=len(backends), workers=recall_workers)
         self._pool = WorkerPool(
             cond=self._work,
@@ -223,8 +224,6 @@ class Scheduler:
                     continue
                 self._append(lane, op)
                 self._counts["replayed"] += 1
-            if entries:
-                self._seq = itertools.count(max(e.seq for e in entries) + 1)
         if self._observers:
             for entry in entries:
                 self._observers.emit(
@@ -232,12 +231,29 @@ class Scheduler:
                 )
         return len(entries)
 
-    def next_seq(self) -> int:
-        """The next journal sequence number this scheduler would use (for claiming journal rows before start)."""
+    def reserve(self, n: int) -> int:
+        """Reserve ``n`` sequence numbers (for journal rows claimed from another owner); the first of them."""
         with self._lock:
-            value = next(self._seq)
-            self._seq = itertools.count(value)
-            return value
+            first = next(self._seq)
+            self._seq = itertools.count(first + n)
+            return first
+
+    def when_quiet(self, callback: Callable[[], None]) -> bool:
+        """Once stopped: call ``callback`` (on a worker) when the last call still in flight has returned. False, and
+        no call, if none is in flight now."""
+        with self._lock:
+            if not self._pool.running:
+                return False
+            self._on_quiet = callback
+            return True
+
+    def _quiet(self) -> None:
+        """(Off the lock.) After a call returned while stopping: the when_quiet callback, if that was the last one."""
+        with self._lock:
+            callback = self._on_quiet if not self._pool.running else None
+            self._on_quiet = None if callback else self._on_quiet
+        if callback is not None:
+            callback()
 
     # -- running an operation (lane workers) -----------------------------------------------------------------------
 
@@ -292,6 +308,8 @@ class Scheduler:
                 self._start_reloads()
             if self._waiters:
                 self._progress.notify_all()
+        if self._stopping:
+            self._quiet()
 
     def _retry_later(self, lane: Lane, op: Op, error: BaseException) -> bool:
         """Put ``op`` back at the head of its lane to run after a backoff; False if its deadline is spent."""
@@ -299,18 +317,22 @@ class Scheduler:
         with self._lock:
             attempt = lane.attempts + 1
             due = self._clock() + self._retry.delay(attempt, retry_after, self._rng)
-            if self._stopping:  # closing: leave it pending (in the journal, if there is one)
+            stopping = self._stopping
+            if stopping:  # closing: leave it pending (in the journal, if there is one)
                 lane.ops.appendleft(op)
                 self._pool.call_ended(lane)
-                return True
-            if due > lane.first_try + self._retry.deadline:
+            elif due > lane.first_try + self._retry.deadline:
                 return False
-            lane.attempts = attempt
-            lane.ops.appendleft(op)
-            self._pool.call_ended(lane)
-            self._pool.backoff(lane, due, op.seq)
-            self._counts["retried"] += 1
-        self._emit("retried", lane, op.kind, None, repr(error))
+            else:
+                lane.attempts = attempt
+                lane.ops.appendleft(op)
+                self._pool.call_ended(lane)
+                self._pool.backoff(lane, due, op.seq)
+                self._counts["retried"] += 1
+        if stopping:
+            self._quiet()
+        else:
+            self._emit("retried", lane, op.kind, None, repr(error))
         return True
 
     def _journal_ack(self, seq: int) -> None:

@@ -290,7 +290,6 @@ def test_g10_close_with_a_hung_backend_reports_what_the_journal_keeps(make_memor
     report = memory.close(timeout=0.3)
     assert time.monotonic() - start < 0.3 + 1.0
     assert report.timed_out and report.pending == 4 and report.journaled == 4
-    gate.release()
 
     heard: list[tuple[str, str]] = []
 
@@ -299,13 +298,33 @@ def test_g10_close_with_a_hung_backend_reports_what_the_journal_keeps(make_memor
         def memcore_event(self, event: memcore.Event) -> None:
             heard.append((event.kind, event.operation))
 
-    healthy = RecordingBackend()  # the next start replays what was left, in order, and commits once
+    # A new Memory in the same process, while u0 is still on its way: it takes over nothing yet (G15), so nothing of
+    # s1 is sent beside the call in flight and s1 is not committed before u0 returned.
+    healthy = RecordingBackend()
     memory2 = make_memory(healthy, plugins=[Observer()])
+    assert drain(memory2).replayed == 0 and healthy.log == []
+    gate.release()  # u0 returns to the Memory that sent it; then the journal is handed over
+    eventually(lambda: healthy.commits("s1") == 1)
     report2 = drain(memory2)
-    assert report2.replayed == 4
-    assert heard.count(("replayed", "write")) == 3 and heard.count(("replayed", "commit")) == 1
-    assert healthy.texts("s1") == ["u0", "a", "u1", "a", "u2", "a"]
-    assert healthy.commits("s1") == 1
+    assert report2.replayed == 3
+    assert heard.count(("replayed", "write")) == 2 and heard.count(("replayed", "commit")) == 1
+    assert backend.texts("s1") == ["u0", "a"]  # delivered once, by its first sender
+    assert healthy.texts("s1") == ["u1", "a", "u2", "a"]  # no second copy of u0
+    assert [hook for hook, sid, _ in healthy.log if sid == "s1"][-1] == "commit"  # after every write
+    assert memory._journal is not None and memory._journal.closed  # the first Memory's journal is closed now
+
+
+def test_g15_a_call_that_never_returns_is_taken_as_lost_after_the_retry_deadline(make_memory, backend):
+    gate = backend.hold("write")
+    memory = make_memory(backend, retry=RetryPolicy(initial=0.001, deadline=0.2))
+    memory.lifecycle("s1").sync_turn("u0", "a")
+    gate.wait_entered()
+    assert memory.close(timeout=0.1).timed_out
+    healthy = RecordingBackend()
+    memory2 = make_memory(healthy)
+    eventually(lambda: healthy.texts("s1") == ["u0", "a"])  # handed over at the bound, though u0 never returned
+    gate.release()
+    drain(memory2)
 
 
 def test_g10_without_journal_close_reports_dropped_operations(make_memory, backend):
