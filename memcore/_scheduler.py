@@ -493,11 +493,6 @@ class Scheduler:
         with self._lock:
             return self._pool.threads
 
-    @property
-    def live_lanes(self) -> int:
-        with self._lock:
-            return len(self._lanes)
-
     def report(self, **extra: Any) -> Report:
         with self._lock:
             return Report(
