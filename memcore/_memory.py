@@ -312,12 +312,8 @@ class Memory:
                 self._sync_journal()
 
     def _sync_journal(self) -> None:
-        """``durability="sync"``: return once the operation just accepted is on disk. When it cannot be (the journal
-        cannot be written: ``Report.journal_error`` says why), the call still returns, since the operation is accepted
-        and will be delivered (raising would invite the caller to send it twice), and the log says so (rate-limited)."""
         assert self._journal is not None
-        if not self._journal.wait_durable():
-            self._journal.warn_not_durable()
+        self._journal.wait_durable()
 
     def _commit(self, session_id: str) -> None:
         self._scheduler.request_commit(self._committers, session_id)
