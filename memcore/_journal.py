@@ -30,10 +30,20 @@ from ._records import Note, Session, message_fields, message_from
 
 log = logging.getLogger("memcore")
 
-SCHEMA_VERSION = 1
+_Row = tuple[Any, ...]  # a buffered operation: owner, seq, backend, session, parent, kind, payload, created, status
+
+#: 2 added ``owners.pid_start`` and ``owners.boot_id`` (an owner is alive only if its very process is: :func:`_alive`).
+SCHEMA_VERSION = 2
 DEFAULT_FILE = "journal.sqlite3"
+_RETRY_FIRST = 0.01  # after a failed write, the writer waits this long before the next attempt, doubling ...
+_RETRY_MAX = 0.5  # ... up to this (durability="sync" calls wait for the next attempt's outcome)
+_LOG_EVERY = 30.0  # write failures are logged at most this often
+#: The owner columns added after version 1, added in place (``ALTER TABLE``) to a version-1 journal by :func:`_open`.
+_OWNER_COLUMNS = (("pid_start", "INTEGER"), ("boot_id", "TEXT"))
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS owners (owner TEXT PRIMARY KEY, pid INTEGER, host TEXT, started REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS owners (
+    owner TEXT PRIMARY KEY, pid INTEGER, host TEXT, started REAL NOT NULL, pid_start INTEGER, boot_id TEXT
+);
 CREATE TABLE IF NOT EXISTS ops (
     owner TEXT NOT NULL,
     seq INTEGER NOT NULL,
@@ -83,18 +93,71 @@ def decode(kind: str, text: str | None) -> Any:
     return tuple(message_from(m["role"], m["content"], m) for m in data)
 
 
-def _alive(pid: int | None, host: str | None) -> bool:
+def _alive(pid: int | None, host: str | None, pid_start: int | None = None, boot_id: str | None = None) -> bool:
+    """Whether the owner that registered ``pid`` on ``host`` (with its process's start time ``pid_start`` and the
+    ``boot_id`` of its boot) may still be running: it is taken for dead only when it provably is, and alive
+    otherwise.
+
+    Dead: another host (a journal is a local file), another boot (Linux's ``/proc/sys/kernel/random/boot_id``), no
+    process with that pid, or a process with that pid that started at another time (field 22 of
+    ``/proc/<pid>/stat``, in clock ticks since boot): the pid was reused, as after a container restart, where the
+    hostname is the same and the application is often pid 1 again. Where ``/proc`` is missing (macOS, the BSDs) there
+    is neither start time nor boot id, and the check falls back to the pid alone (a reused pid looks alive). So does
+    a row written before schema 2 (both None), or one whose start time cannot be read now."""
     if pid is None or host != socket.gethostname():
         return False
+    if boot_id is not None:
+        boot = _boot_id()
+        if boot is not None and boot != boot_id:
+            return False  # every process of that boot is gone
     if pid == os.getpid():
-        return True
+        own = _start_ticks(pid)
+        return pid_start is None or own is None or own == pid_start
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
+        pass  # it exists, under another user
+    if pid_start is None:
         return True
-    return True
+    ticks = _start_ticks(pid)
+    return ticks is None or ticks == pid_start
+
+
+def _start_ticks(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks since boot (Linux), or None where it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        # Field 2, the command in parentheses, may hold spaces and parentheses: count from the last ")". Field 3
+        # (the state) is the first after it, so field 22 is the 20th.
+        return int(stat[stat.rindex(b")") + 2 :].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+_boot: list[str | None] = []  # this boot's id, read once
+
+
+def _boot_id() -> str | None:
+    """This boot's id (Linux), or None without ``/proc``."""
+    if not _boot:
+        try:
+            with open("/proc/sys/kernel/random/boot_id") as f:
+                _boot.append(f.read().strip() or None)
+        except OSError:
+            _boot.append(None)
+    return _boot[0]
+
+
+def live_owners(db: sqlite3.Connection) -> set[str]:
+    """The owners registered in the journal open as ``db`` that may still be running (:func:`_alive`), for a journal
+    of any schema version (a version-1 journal, read-only, has no start time nor boot id: the pid alone is checked)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(owners)")}
+    extra = ", pid_start, boot_id" if {"pid_start", "boot_id"} <= columns else ", NULL, NULL"
+    rows = db.execute(f"SELECT owner, pid, host{extra} FROM owners").fetchall()
+    return {owner for owner, pid, host, start, boot in rows if _alive(pid, host, start, boot)}
 
 
 class JournalError(Exception):
@@ -113,8 +176,8 @@ class Journal:
         self._db = _open(path, full_sync=self.sync_each)
         self.owner = f"{time.time_ns():020d}:{socket.gethostname()}:{os.getpid()}"  # sorts by start time
         self._db.execute(
-            "INSERT INTO owners (owner, pid, host, started) VALUES (?, ?, ?, ?)",
-            (self.owner, os.getpid(), socket.gethostname(), time.time()),
+            "INSERT INTO owners (owner, pid, host, started, pid_start, boot_id) VALUES (?, ?, ?, ?, ?, ?)",
+            (self.owner, os.getpid(), socket.gethostname(), time.time(), _start_ticks(os.getpid()), _boot_id()),
         )
         self._cond = threading.Condition(threading.Lock())
         self._inserts: dict[int, tuple[Any, ...]] = {}
@@ -122,6 +185,13 @@ class Journal:
         self._fails: list[tuple[str, int]] = []
         self._appended = 0  # buffer generations: how many appends were made
         self._durable = 0  # ... and how many of them are on disk
+        self._writing: dict[int, tuple[Any, ...]] = {}  # the inserts of the batch being written
+        self._failures = 0  # write attempts that failed; the last of them held the appends up to _failed_gen
+        self._failed_gen = 0
+        self._write_error: str | None = None  # the last write failure, until a write succeeds again
+        self._refused: str | None = None  # operations that could never be written (kept)
+        self._lost: list[tuple[int, int]] = []  # generations (after, upto] of the batches that held them
+        self._next_warning = 0.0  # warn_not_durable logs at most every _LOG_EVERY seconds
         self._stopping = False
         self._closed = False
         self._reader: sqlite3.Connection | None = None  # used by one reloading worker at a time (read_spilled)
@@ -154,22 +224,57 @@ class Journal:
             self._cond.notify()
 
     def wait_durable(self, timeout: float | None = None) -> bool:
-        """Wait until everything appended before this call is on disk."""
+        """Wait until everything appended before this call is on disk. False if it is not within ``timeout``, if
+        the writer is gone, if a write attempt that held it failed while waiting (the writer keeps it and tries again
+        with its next batch: a later call learns whether that one got through; :attr:`error` says why), or if the
+        batch that put it on disk had to leave out an operation that could never be written."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             target = self._appended
+            failures = self._failures
             while self._durable < target:
+                if self._failures > failures and self._failed_gen >= target:
+                    return False
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
                 if not self._thread.is_alive():
                     return False
                 self._cond.wait(remaining)
-        return True
+            return not any(after < target <= upto for after, upto in self._lost)
+
+    @property
+    def error(self) -> str | None:
+        """None while the journal keeps up with what is accepted. Else why not: the last write failure while writes
+        fail (cleared once a batch is written again; what was accepted meanwhile is kept in memory and written
+        then), and operations that could never be written (kept: they are delivered, but a crash would lose them)."""
+        with self._cond:
+            errors = [e for e in (self._write_error, self._refused) if e is not None]
+        return "; ".join(errors) if errors else None
+
+    def warn_not_durable(self) -> None:
+        """Log (at most every ``_LOG_EVERY`` seconds) that a ``durability="sync"`` call returns without its operation
+        on disk: :meth:`wait_durable` said False."""
+        now = time.monotonic()
+        with self._cond:
+            if now < self._next_warning:
+                return
+            self._next_warning = now + _LOG_EVERY
+        log.error(
+            "memcore: durability='sync', but an accepted operation is not on disk (%s); it is kept in memory and "
+            "delivered, and written once the journal can be written again (logged at most every %g s)",
+            self.error or "the journal writer did not answer",
+            _LOG_EVERY,
+        )
 
     # -- writer thread ---------------------------------------------------------------------------------------
 
     def _writer(self) -> None:
+        """Write batch after batch. Nothing raised while writing one stops it: a batch that failed (an I/O error, a
+        full disk...) is not counted as durable and stays in the buffer, to be written with the next batch after a
+        backoff; an operation that cannot be encoded at all is left out of its batch and reported (:attr:`error`)."""
+        delay = 0.0  # after a failed attempt: how long to wait before the next one
+        next_log = 0.0  # failures are logged at most every _LOG_EVERY seconds
         while True:
             with self._cond:
                 # Work: rows to write, or appends acknowledged before they were written (nothing to write, but
@@ -178,20 +283,68 @@ class Journal:
                     if self._stopping:
                         return
                     self._cond.wait()
+                if delay:  # new appends join the next attempt; only close cuts the backoff short
+                    until = time.monotonic() + delay
+                    while not self._stopping and (left := until - time.monotonic()) > 0:
+                        self._cond.wait(left)
+                last = self._stopping  # an attempt that fails while closing is the last one
                 inserts, acks, fails = self._inserts, self._acks, self._fails
                 self._inserts, self._acks, self._fails = {}, [], []
-                generation = self._appended
+                self._writing = inserts
+                generation, floor = self._appended, self._durable
+            refused: list[tuple[_Row, Exception]] = []
             try:
                 if inserts or acks or fails:
-                    self._write(inserts.values(), acks, fails)
-            except sqlite3.Error:
-                log.exception("memcore: the journal could not be written (%s)", self.path)
+                    rows, refused = _prepare(inserts.values())
+                    self._write(rows, acks, fails)
+            except Exception as exc:
+                with self._cond:  # keep the batch, in order, ahead of what came meanwhile
+                    self._inserts = {**inserts, **self._inserts}
+                    self._acks, self._fails = acks + self._acks, fails + self._fails
+                    self._writing = {}
+                    self._failures += 1
+                    self._failed_gen = generation
+                    self._write_error = f"the journal {self.path} could not be written: {type(exc).__name__}: {exc}"
+                    waiting = len(self._inserts)
+                    self._cond.notify_all()
+                if last:
+                    log.error("memcore: %s; %d operations are not on disk at close", self._write_error, waiting)
+                    return
+                if time.monotonic() >= next_log:
+                    log.error(
+                        "memcore: %s; %d operations wait for the next attempt (%d attempts failed so far; logged at "
+                        "most every %g s)",
+                        self._write_error,
+                        waiting,
+                        self._failures,
+                        _LOG_EVERY,
+                        exc_info=exc if not delay else None,
+                    )
+                    next_log = time.monotonic() + _LOG_EVERY
+                delay = min(max(delay * 2, _RETRY_FIRST), _RETRY_MAX)
+                continue
             with self._cond:
+                self._writing = {}
                 self._durable = max(self._durable, generation)
+                if refused:
+                    row, problem = refused[-1]
+                    self._refused = (
+                        f"{len(refused)} operations could not be written to the journal {self.path} (they are "
+                        f"delivered without it; the last: a {row[5]} of session {row[3]!r}: "
+                        f"{type(problem).__name__}: {problem})"
+                    )
+                    if self._lost and self._lost[-1][1] >= floor:  # adjoining: one range
+                        floor = self._lost.pop()[0]
+                    self._lost.append((floor, generation))
+                self._write_error = None
                 self._cond.notify_all()
+            if refused:
+                log.error("memcore: %s", self._refused)
+            if delay:
+                log.warning("memcore: the journal %s is written again", self.path)
+                delay, next_log = 0.0, 0.0
 
-    def _write(self, inserts: Iterable[tuple[Any, ...]], acks: list[int], fails: list[tuple[str, int]]) -> None:
-        rows = [(*row[:6], encode(row[5], row[6]), row[7], row[8]) for row in inserts]
+    def _write(self, rows: list[tuple[Any, ...]], acks: list[int], fails: list[tuple[str, int]]) -> None:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -208,7 +361,8 @@ class Journal:
             )
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # a failed COMMIT may leave it open; a failed statement may have ended it
+                db.execute("ROLLBACK")
             raise
 
     # -- start and stop --------------------------------------------------------------------------------------
@@ -223,8 +377,8 @@ class Journal:
         db = _connect(self.path) if fresh else self._db
         db.execute("BEGIN IMMEDIATE")
         try:
-            owners = db.execute("SELECT owner, pid, host FROM owners").fetchall()
-            gone = [o for o, pid, host in owners if o != self.owner and not _alive(pid, host)]
+            owners = db.execute("SELECT owner, pid, host, pid_start, boot_id FROM owners").fetchall()
+            gone = [o for o, pid, host, start, boot in owners if o != self.owner and not _alive(pid, host, start, boot)]
             db.executemany("DELETE FROM owners WHERE owner = ?", [(o,) for o in gone])
             # Rows whose owner is not a running Memory: it died, closed, or the rows were re-queued by `retry`.
             names_marks = ",".join("?" * len(names))
@@ -258,8 +412,16 @@ class Journal:
 
     def read_spilled(self, backend: str, after: int, limit: int) -> list[Entry]:
         """The next ``limit`` spilled operations of ``backend`` (its key) with a sequence number above ``after``, in
-        order (put on disk first)."""
-        self.wait_durable()
+        order (put on disk first). While the journal cannot be written, the newest of them are still in the buffer
+        and are taken from there."""
+        found: dict[int, Entry] = {}
+        if not self.wait_durable():  # the buffer first: what leaves it meanwhile is on disk when the disk is read
+            with self._cond:
+                for batch in (self._writing, self._inserts):
+                    for _, seq, key, sid, parent, kind, payload, _, status in batch.values():
+                        if status == "spilled" and key == backend and seq > after:
+                            session = Session(id=sid, parent_id=parent)
+                            found[seq] = Entry(seq=seq, backend=key, session=session, kind=kind, payload=payload)
         if self._reader is None:
             self._reader = _connect(self.path)
         rows = self._reader.execute(
@@ -267,10 +429,14 @@ class Journal:
             "WHERE owner = ? AND status = 'spilled' AND backend = ? AND seq > ? ORDER BY seq LIMIT ?",
             (self.owner, backend, after, limit),
         ).fetchall()
-        return [
+        entries = [
             Entry(seq=seq, backend=b, session=Session(id=sid, parent_id=p), kind=k, payload=decode(k, data))
             for seq, b, sid, p, k, data in rows
+            if seq not in found
         ]
+        if found:
+            entries = sorted([*entries, *found.values()], key=lambda e: e.seq)[:limit]
+        return entries
 
     def close(self, timeout: float) -> bool:
         """Write what is buffered, stop the writer, close the file. False if the writer did not finish in time."""
@@ -293,6 +459,45 @@ class Journal:
         return self._closed
 
 
+def _prepare(inserts: Iterable[_Row]) -> tuple[list[_Row], list[tuple[_Row, Exception]]]:
+    """The rows of a batch as they are written (payloads encoded), and those that cannot be written at all (they
+    are checked on the caller's thread when accepted, so this is the last line: one of them must not stop the
+    others). On the writer thread."""
+    rows, refused = [], []
+    for row in inserts:
+        try:
+            payload = encode(row[5], row[6])
+            for value in (row[2], row[3], row[4], payload):  # SQLite binds str as UTF-8: no lone surrogate
+                if value is not None and not value.isascii():
+                    value.encode("utf-8")
+        except Exception as exc:
+            refused.append((row, exc))
+            continue
+        rows.append((*row[:6], payload, row[7], row[8]))
+    return rows, refused
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring the journal to :data:`SCHEMA_VERSION` in place, keeping its rows: create what is missing, add the owner
+    columns a version-1 journal lacks (its owners keep NULL there: :func:`_alive` checks them by pid, as before).
+    In one transaction, and again under its lock, since another process may be migrating the same file."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(owners)")}
+            for name, kind in _OWNER_COLUMNS:
+                if name not in columns:
+                    db.execute(f"ALTER TABLE owners ADD COLUMN {name} {kind}")
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     """Another connection to a journal already opened (for reading back spilled rows, or claiming while running)."""
     return sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
@@ -313,7 +518,7 @@ def _open(path: Path, *, full_sync: bool) -> sqlite3.Connection:
             db.execute("PRAGMA journal_mode = WAL")
             db.execute(f"PRAGMA synchronous = {'FULL' if full_sync else 'NORMAL'}")
             if version < SCHEMA_VERSION:
-                db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+                _migrate(db)
             return db
         except (sqlite3.DatabaseError, JournalError) as exc:
             db.close()

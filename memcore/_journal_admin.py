@@ -16,7 +16,7 @@ import attrs
 
 from ._journal import _SCHEMA as JOURNAL_SCHEMA
 from ._journal import SCHEMA_VERSION as JOURNAL_VERSION
-from ._journal import _alive
+from ._journal import live_owners
 from ._sqlite import _SCHEMA as STORE_SCHEMA
 from ._sqlite import SCHEMA_VERSION as STORE_VERSION
 
@@ -178,7 +178,7 @@ def pending(path: Path) -> list[PendingGroup]:
     """Group what the journal at ``path`` (recognised by :func:`identify`) holds, read-only."""
     db = connect_readonly(path)
     try:
-        live = {o for o, pid, host in db.execute("SELECT owner, pid, host FROM owners") if _alive(pid, host)}
+        live = live_owners(db)
         rows = db.execute(
             "SELECT backend, session_id, status, owner, count(*), group_concat(DISTINCT kind), min(created), "
             "(SELECT last_error FROM ops i WHERE i.backend = o.backend AND i.session_id = o.session_id "

@@ -77,7 +77,7 @@ class SessionLifecycle:
 
     def remember(self, text: str, kind: str = "note", metadata: Mapping[str, Any] | None = None) -> None:
         """Write a note (a preference, a fact...) in the current session's lane, ordered with its turns."""
-        note = Note(text=check.text(text, "text"), kind=check.text(kind, "kind"), metadata=metadata)
+        note = Note(text=check.text(text, "text"), kind=check.text(kind, "kind"), metadata=check.metadata(metadata))
         self._memory._remember(self._state.session, note)
 
     def end(self) -> None:

@@ -267,7 +267,12 @@ class Memory:
         with self._release_lock:  # the last call's return and the timer may both get here
             if journal is None or journal.closed:
                 return
-            if not journal.close(timeout):
+            try:
+                closed = journal.close(timeout)
+            except Exception as exc:  # a broken disk: the rows stay with this owner until the next start
+                log.error("memcore: the journal %s could not be closed: %r", journal.path, exc)
+                return
+            if not closed:
                 log.error("memcore: the journal writer did not finish in time; the last operations may replay twice")
                 return
         for memory in list(_live):
@@ -312,8 +317,12 @@ class Memory:
                 self._sync_journal()
 
     def _sync_journal(self) -> None:
+        """``durability="sync"``: return once the operation just accepted is on disk. When it cannot be (the journal
+        cannot be written: ``Report.journal_error`` says why), the call still returns, since the operation is accepted
+        and will be delivered (raising would invite the caller to send it twice), and the log says so (rate-limited)."""
         assert self._journal is not None
-        self._journal.wait_durable()
+        if not self._journal.wait_durable():
+            self._journal.warn_not_durable()
 
     def _commit(self, session_id: str) -> None:
         self._scheduler.request_commit(self._committers, session_id)
@@ -337,7 +346,12 @@ class Memory:
         report = self._scheduler.report(
             skipped_backends=self.skipped, elapsed=time.monotonic() - start, timed_out=timed_out
         )
-        return attrs.evolve(report, journaled=report.pending if self._journal is not None else 0)
+        journal = self._journal
+        return attrs.evolve(
+            report,
+            journaled=report.pending if journal is not None else 0,
+            journal_error=journal.error if journal is not None else None,
+        )
 
     def _after_fork_in_child(self) -> None:
         """A forked child starts with empty lanes, fresh workers and no journal: the parent's work stays the

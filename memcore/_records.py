@@ -113,7 +113,10 @@ class Report:
     operations that failed for good, ``pending`` operations accepted but not finished (queued, waiting out a backoff
     or in flight), ``spilled`` how many of those wait in the journal only because ``max_pending`` was reached,
     ``journaled`` how many pending ones the journal keeps for the next start, ``retried`` transient
-    failures that were retried, ``replayed`` operations taken over from the journal at start.
+    failures that were retried, ``replayed`` operations taken over from the journal at start. ``journal_error`` is
+    None while the journal keeps up; else why it does not: the last write failure while its writes fail (accepted
+    operations are still delivered, but are not on disk until a write succeeds again), or operations it could never
+    write.
     """
 
     delivered: int = 0
@@ -128,6 +131,7 @@ class Report:
     skipped_backends: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_mapping)
     elapsed: float = 0.0
     timed_out: bool = False
+    journal_error: str | None = None
 
     @property
     def ok(self) -> bool:
