@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from recording import WAIT, RecordingBackend
+from test_reliability import drain, eventually
 
 import memcore
 from memcore import _validate as check
@@ -36,20 +37,6 @@ from memcore._journal import (
 from memcore._records import Message, Note, Session
 
 needs_proc = pytest.mark.skipif(_start_ticks(os.getpid()) is None, reason="needs /proc (start times, boot id)")
-
-
-def eventually(condition: Callable[[], bool], timeout: float = WAIT) -> None:
-    """Wait for a condition another thread makes true (polling, bounded); fail the test if it never holds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition never held"
-        time.sleep(0.001)
-
-
-def drain(memory: memcore.Memory) -> memcore.Report:
-    report = memory.flush(timeout=WAIT)
-    assert not report.timed_out, report
-    return report
 
 
 def journal_of(memory: memcore.Memory) -> Journal:
