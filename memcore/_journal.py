@@ -20,7 +20,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +32,11 @@ log = logging.getLogger("memcore")
 
 _Row = tuple[Any, ...]  # a buffered operation: owner, seq, backend, session, parent, kind, payload, created, status
 
-#: 2 added ``owners.pid_start`` and ``owners.boot_id`` (an owner is alive only if its very process is: :func:`_alive`).
-SCHEMA_VERSION = 2
+#: 2 added ``owners.pid_start`` and ``owners.boot_id`` (an owner is alive only if its very process is: :func:`_alive`);
+#: 3 added ``debts``: the sessions whose delivered writes no commit covers yet (committed once at the next start).
+SCHEMA_VERSION = 3
+#: The tables every version of the journal has (how ``memcore`` recognises a journal of any version).
+TABLES = frozenset({"owners", "ops"})
 DEFAULT_FILE = "journal.sqlite3"
 _RETRY_FIRST = 0.01  # after a failed write, the writer waits this long before the next attempt, doubling ...
 _RETRY_MAX = 0.5  # ... up to this (durability="sync" calls wait for the next attempt's outcome)
@@ -57,6 +60,14 @@ CREATE TABLE IF NOT EXISTS ops (
     created REAL NOT NULL,
     PRIMARY KEY (owner, seq)
 );
+CREATE TABLE IF NOT EXISTS debts (
+    owner TEXT NOT NULL,
+    backend TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    parent_id TEXT,
+    created REAL NOT NULL,
+    PRIMARY KEY (owner, backend, session_id)
+);
 """
 
 
@@ -71,6 +82,20 @@ class Entry:
     payload: Any
     status: str = "pending"
     last_error: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Claim:
+    """What :meth:`Journal.claim` took over, left on disk as this owner's spilled rows (loaded back as lanes drain):
+    ``backlog`` maps a backend key to (how many operations, the sequence number of its last one); ``owed`` lists the
+    sessions that owed a commit and had none queued, for which a commit was added after their operations."""
+
+    backlog: Mapping[str, tuple[int, int]] = attrs.field(factory=dict)
+    owed: tuple[tuple[str, Session], ...] = ()
+
+    @property
+    def total(self) -> int:
+        return sum(n for n, _ in self.backlog.values())
 
 
 def encode(kind: str, payload: Any) -> str | None:
@@ -183,6 +208,9 @@ class Journal:
         self._inserts: dict[int, tuple[Any, ...]] = {}
         self._acks: list[int] = []
         self._fails: list[tuple[str, int]] = []
+        # Commit debts to write: (backend key, session id) -> the session, when its delivered writes owe a commit, or
+        # None when a commit (or a final failure of one) settled them. The last word on a session wins.
+        self._debts: dict[tuple[str, str], Session | None] = {}
         self._appended = 0  # buffer generations: how many appends were made
         self._durable = 0  # ... and how many of them are on disk
         self._writing: dict[int, tuple[Any, ...]] = {}  # the inserts of the batch being written
@@ -212,11 +240,24 @@ class Journal:
             self._appended += 1
             self._cond.notify()
 
-    def ack(self, seq: int) -> None:
+    def ack(self, seq: int, *, owes: tuple[str, Session] | None = None, settles: tuple[str, str] | None = None) -> None:
+        """Operation ``seq`` is done. ``owes``: it was a write or note delivered to a backend that commits, so its
+        session (backend key, session) owes a commit from now on; ``settles``: it was that session's commit (or the
+        commit failed for good: the failed row is the record then), so the session owes nothing."""
         with self._cond:
             if self._inserts.pop(seq, None) is None:
                 self._acks.append(seq)
+            if owes is not None:
+                self._debts[(owes[0], owes[1].id)] = owes[1]
+            elif settles is not None:
+                self._debts[settles] = None
             self._cond.notify()  # either way the writer has news (an insert acknowledged before it was written too)
+
+    def settle(self, backend: str, session_id: str) -> None:
+        """A commit of (``backend``, ``session_id``) failed for good: it owes nothing more (see :meth:`ack`)."""
+        with self._cond:
+            self._debts[(backend, session_id)] = None
+            self._cond.notify()
 
     def fail(self, seq: int, error: str) -> None:
         with self._cond:
@@ -279,7 +320,7 @@ class Journal:
             with self._cond:
                 # Work: rows to write, or appends acknowledged before they were written (nothing to write, but
                 # wait_durable must still learn that they are settled).
-                while not (self._inserts or self._acks or self._fails or self._durable < self._appended):
+                while not (self._inserts or self._acks or self._fails or self._debts or self._durable < self._appended):
                     if self._stopping:
                         return
                     self._cond.wait()
@@ -288,19 +329,20 @@ class Journal:
                     while not self._stopping and (left := until - time.monotonic()) > 0:
                         self._cond.wait(left)
                 last = self._stopping  # an attempt that fails while closing is the last one
-                inserts, acks, fails = self._inserts, self._acks, self._fails
-                self._inserts, self._acks, self._fails = {}, [], []
+                inserts, acks, fails, debts = self._inserts, self._acks, self._fails, self._debts
+                self._inserts, self._acks, self._fails, self._debts = {}, [], [], {}
                 self._writing = inserts
                 generation, floor = self._appended, self._durable
             refused: list[tuple[_Row, Exception]] = []
             try:
-                if inserts or acks or fails:
+                if inserts or acks or fails or debts:
                     rows, refused = _prepare(inserts.values())
-                    self._write(rows, acks, fails)
+                    self._write(rows, acks, fails, debts)
             except Exception as exc:
                 with self._cond:  # keep the batch, in order, ahead of what came meanwhile
                     self._inserts = {**inserts, **self._inserts}
                     self._acks, self._fails = acks + self._acks, fails + self._fails
+                    self._debts = {**debts, **self._debts}  # what came meanwhile is newer
                     self._writing = {}
                     self._failures += 1
                     self._failed_gen = generation
@@ -344,8 +386,16 @@ class Journal:
                 log.warning("memcore: the journal %s is written again", self.path)
                 delay, next_log = 0.0, 0.0
 
-    def _write(self, rows: list[tuple[Any, ...]], acks: list[int], fails: list[tuple[str, int]]) -> None:
+    def _write(
+        self,
+        rows: list[tuple[Any, ...]],
+        acks: list[int],
+        fails: list[tuple[str, int]],
+        debts: Mapping[tuple[str, str], Session | None] | None = None,
+    ) -> None:
         db = self._db
+        owed = [(self.owner, k, s.id, s.parent_id, time.time()) for (k, _), s in (debts or {}).items() if s is not None]
+        settled = [(self.owner, k, sid) for (k, sid), s in (debts or {}).items() if s is None]
         db.execute("BEGIN IMMEDIATE")
         try:
             db.executemany(
@@ -359,6 +409,14 @@ class Journal:
                 "UPDATE ops SET status = 'failed', last_error = ? WHERE owner = ? AND seq = ?",
                 [(err, self.owner, s) for err, s in fails],
             )
+            if owed:  # a debt already recorded keeps its first date
+                db.executemany(
+                    "INSERT OR IGNORE INTO debts (owner, backend, session_id, parent_id, created) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    owed,
+                )
+            if settled:
+                db.executemany("DELETE FROM debts WHERE owner = ? AND backend = ? AND session_id = ?", settled)
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:  # a failed COMMIT may leave it open; a failed statement may have ended it
@@ -367,12 +425,13 @@ class Journal:
 
     # -- start and stop --------------------------------------------------------------------------------------
 
-    def claim(
-        self, backends: Iterable[str], first_seq: int | Callable[[int], int], *, fresh: bool = False
-    ) -> list[Entry]:
-        """Take over the pending rows of owners that are gone (and rows ``memcore retry`` re-queued), for the named
-        backends, renumbered from ``first_seq`` (or from what ``first_seq(count)`` reserves) in their original order.
-        Returns them in that order. ``fresh``: on a connection of its own, for a claim while the writer runs."""
+    def claim(self, backends: Iterable[str], first_seq: int | Callable[[int], int], *, fresh: bool = False) -> Claim:
+        """Take over, for the named backends, the pending rows of owners that are gone (and rows ``memcore retry``
+        re-queued) and their commit debts, in one transaction. The rows stay on disk: they become this owner's
+        *spilled* rows, renumbered from ``first_seq`` (or from what ``first_seq(count)`` reserves) in their original
+        order by one set-based update, so that the scheduler loads them back a bounded batch at a time (G8) however
+        many there are. A session that owed a commit and has no commit among those rows gets one, after them: it is
+        committed once. ``fresh``: on a connection of its own, for a claim while the writer runs."""
         names = list(backends)
         db = _connect(self.path) if fresh else self._db
         db.execute("BEGIN IMMEDIATE")
@@ -381,34 +440,64 @@ class Journal:
             gone = [o for o, pid, host, start, boot in owners if o != self.owner and not _alive(pid, host, start, boot)]
             db.executemany("DELETE FROM owners WHERE owner = ?", [(o,) for o in gone])
             # Rows whose owner is not a running Memory: it died, closed, or the rows were re-queued by `retry`.
-            names_marks = ",".join("?" * len(names))
-            rows = db.execute(
-                f"SELECT owner, seq, backend, session_id, parent_id, kind, payload FROM ops "
-                f"WHERE owner NOT IN (SELECT owner FROM owners) AND status IN ('pending', 'spilled') "
-                f"AND backend IN ({names_marks}) "
-                f"ORDER BY owner, seq",  # owners sort by start time
+            marks = ",".join("?" * len(names))
+            orphan = f"owner NOT IN (SELECT owner FROM owners) AND backend IN ({marks})"
+            claimed = f"{orphan} AND status IN ('pending', 'spilled')"
+            db.execute("DROP TABLE IF EXISTS temp.claim_order")
+            db.execute("CREATE TEMP TABLE claim_order (o TEXT, s INTEGER, n INTEGER, PRIMARY KEY (o, s)) WITHOUT ROWID")
+            db.execute(  # owners sort by start time, so this is the order the operations were accepted in
+                f"INSERT INTO claim_order SELECT owner, seq, row_number() OVER (ORDER BY owner, seq) - 1 FROM ops "
+                f"WHERE {claimed}",
                 names,
-            ).fetchall()
-            entries = []
-            base = first_seq(len(rows)) if callable(first_seq) else first_seq
-            for n, (owner, seq, backend, sid, parent, kind, payload) in enumerate(rows):
-                new_seq = base + n
+            )
+            count = db.execute("SELECT count(*) FROM claim_order").fetchone()[0]
+            committing = set(
                 db.execute(
-                    "UPDATE ops SET owner = ?, seq = ?, status = 'pending' WHERE owner = ? AND seq = ?",
-                    (self.owner, new_seq, owner, seq),
+                    f"SELECT DISTINCT backend, session_id FROM ops WHERE {claimed} AND kind = 'commit'", names
+                ).fetchall()
+            )
+            debts: dict[tuple[str, str], Session] = {}
+            for key, sid, parent in db.execute(
+                f"SELECT backend, session_id, parent_id FROM debts WHERE {orphan} ORDER BY owner, created", names
+            ):
+                if (key, sid) not in committing:
+                    debts.setdefault((key, sid), Session(id=sid, parent_id=parent))
+            base = first_seq(count + len(debts)) if callable(first_seq) else first_seq
+            if count:
+                db.execute(
+                    "UPDATE ops SET owner = ?, status = 'spilled', "
+                    "seq = ? + (SELECT n FROM claim_order WHERE o = ops.owner AND s = ops.seq) "
+                    "WHERE (owner, seq) IN (SELECT o, s FROM claim_order)",
+                    (self.owner, base),
                 )
-                session = Session(id=sid, parent_id=parent)
-                entries.append(
-                    Entry(seq=new_seq, backend=backend, session=session, kind=kind, payload=decode(kind, payload))
+            now = time.time()
+            db.executemany(
+                "INSERT INTO ops (owner, seq, backend, session_id, parent_id, kind, payload, created, status) "
+                "VALUES (?, ?, ?, ?, ?, 'commit', NULL, ?, 'spilled')",
+                [
+                    (self.owner, base + count + n, key, s.id, s.parent_id, now)
+                    for n, ((key, _), s) in enumerate(debts.items())
+                ],
+            )
+            db.execute(f"DELETE FROM debts WHERE {orphan}", names)
+            backlog = {
+                key: (n, high)
+                for key, n, high in db.execute(
+                    "SELECT backend, count(*), max(seq) FROM ops WHERE owner = ? AND seq >= ? AND seq < ? "
+                    "GROUP BY backend",
+                    (self.owner, base, base + count + len(debts)),
                 )
+            }
+            db.execute("DROP TABLE temp.claim_order")
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
         finally:
             if fresh:
                 db.close()
-        return entries
+        return Claim(backlog=backlog, owed=tuple((key, s) for (key, _), s in debts.items()))
 
     def read_spilled(self, backend: str, after: int, limit: int) -> list[Entry]:
         """The next ``limit`` spilled operations of ``backend`` (its key) with a sequence number above ``after``, in

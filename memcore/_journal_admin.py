@@ -14,8 +14,8 @@ from pathlib import Path
 
 import attrs
 
-from ._journal import _SCHEMA as JOURNAL_SCHEMA
 from ._journal import SCHEMA_VERSION as JOURNAL_VERSION
+from ._journal import TABLES as JOURNAL_TABLES
 from ._journal import live_owners
 from ._sqlite import _SCHEMA as STORE_SCHEMA
 from ._sqlite import SCHEMA_VERSION as STORE_VERSION
@@ -122,7 +122,7 @@ def identify(path: Path, *, check_integrity: bool = False) -> FileInfo:
             version = int(db.execute("PRAGMA user_version").fetchone()[0])
             objects = db.execute("SELECT type, name FROM sqlite_master").fetchall()
             tables = frozenset(name for kind, name in objects if kind == "table")
-            journal = _tables_of(JOURNAL_SCHEMA) <= tables
+            journal = tables >= JOURNAL_TABLES
             verdict = db.execute("PRAGMA quick_check").fetchone()[0] if journal and check_integrity else "ok"
         finally:
             db.close()
@@ -157,7 +157,8 @@ def matches_backend(key: str, wanted: str) -> bool:
 class PendingGroup:
     """What the journal holds for one (backend, session, status, owner): ``pending`` (not yet acknowledged: queued in
     a running Memory, or left by one that is gone and replayed at the next start), ``spilled`` (pending, kept on disk
-    only) or ``failed`` (for good)."""
+    only), ``failed`` (for good), or :data:`OWES_COMMIT` (its writes were delivered and no commit covers them yet: a
+    running Memory commits it at a boundary or at close, and the next start commits a gone owner's once)."""
 
     backend: str
     session_id: str
@@ -174,6 +175,10 @@ class PendingGroup:
         return self.status != "failed" and not self.owner_running
 
 
+#: The status of a session that owes a commit, in :func:`pending`.
+OWES_COMMIT = "owes commit"
+
+
 def pending(path: Path) -> list[PendingGroup]:
     """Group what the journal at ``path`` (recognised by :func:`identify`) holds, read-only."""
     db = connect_readonly(path)
@@ -186,6 +191,13 @@ def pending(path: Path) -> list[PendingGroup]:
             " ORDER BY i.created DESC LIMIT 1) "
             "FROM ops o GROUP BY backend, session_id, status, owner ORDER BY backend, session_id, status, owner"
         ).fetchall()
+        if "debts" in {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}:
+            rows += db.execute(
+                "SELECT backend, session_id, ?, owner, 1, 'commit', created, NULL FROM debts "
+                "ORDER BY backend, session_id, owner",
+                (OWES_COMMIT,),
+            ).fetchall()
+            rows.sort(key=lambda r: (r[0], r[1], r[2], r[3]))
     finally:
         db.close()
     return [

@@ -51,6 +51,7 @@ class Lane:
         "ops",
         "scheduled",
         "session",
+        "spilled_commits",
         "stalled",
         "started",
         "written",
@@ -67,6 +68,9 @@ class Lane:
         self.in_memory = 0
         self.committed = 0
         self.commit_covers = 0
+        # Commits accepted here and spilled, not yet loaded back: each will run after every operation the journal
+        # holds for this lane now, those taken over at start included (see ``replayed``).
+        self.spilled_commits = 0
         # Progress, for flush: operations appended to the lane and finished (delivered, committed or failed).
         self.added = 0
         self.finished = 0
@@ -132,21 +136,26 @@ class Lanes:
         """The Op of a spilled operation loaded back from the journal, in order."""
         if kind != COMMIT:
             lane.in_memory += 1
+        else:
+            lane.spilled_commits -= 1
         return Op(kind, payload, lane.in_memory, seq)
 
     @staticmethod
     def replayed(lane: Lane, kind: str, payload: Any, seq: int) -> Op | None:
-        """The Op of an operation left by a process that is gone; ``None`` for a commit that would follow another
-        commit with nothing written between them (it covers nothing new). A replayed commit otherwise runs even if
-        nothing new is written: the journal says it was asked for and never done."""
+        """The Op of an operation left by a process that is gone, loaded back from the journal in order (it counts in
+        its lane now, since this process never accepted it); ``None`` for a commit right behind another commit (it
+        covers nothing new). A replayed commit otherwise runs even if nothing new is written: the journal says it was
+        asked for and never done (or owed: its session's writes were delivered and not committed)."""
         if kind == COMMIT:
-            if lane.commit_covers >= lane.written and lane.ops and lane.ops[-1].kind == COMMIT:
+            if lane.commit_covers >= lane.in_memory and lane.ops and lane.ops[-1].kind == COMMIT:
                 return None
-            lane.commit_covers = lane.written
+            lane.commit_covers = max(lane.commit_covers, lane.in_memory)
         else:
             lane.written += 1
-            lane.in_memory = lane.written
-        return Op(kind, payload, lane.written, seq)
+            lane.in_memory += 1
+            if lane.spilled_commits:  # a commit accepted here runs after it, so it covers it too
+                lane.commit_covers = max(lane.commit_covers, lane.written)
+        return Op(kind, payload, lane.in_memory, seq)
 
     # -- completion ------------------------------------------------------------------------------------------------
 

@@ -148,10 +148,10 @@ class Memory:
         )
         self._scheduler = Scheduler(journal=self._journal, **self._config)
         if self._journal is not None:
-            entries = self._journal.claim([b.key for b in self._backends], self._scheduler.reserve)
-            if entries:
-                log.info("memcore: replaying %d operations from %s", len(entries), self._journal.path)
-                self._scheduler.replay(entries)
+            claim = self._journal.claim([b.key for b in self._backends], self._scheduler.reserve)
+            if claim.total:
+                log.info("memcore: replaying %d operations from %s", claim.total, self._journal.path)
+                self._scheduler.adopt(claim)
         self._close_lock = threading.Lock()
         self._release_lock = threading.Lock()
         self._handoff: threading.Timer | None = None
@@ -286,13 +286,13 @@ class Memory:
         if journal is None or self._scheduler.closed:
             return
         try:
-            entries = journal.claim([b.key for b in self._backends], self._scheduler.reserve, fresh=True)
+            claim = journal.claim([b.key for b in self._backends], self._scheduler.reserve, fresh=True)
         except Exception:
             log.exception("memcore: operations handed over in %s could not be claimed", journal.path)
             return
-        if entries:
-            log.info("memcore: replaying %d operations handed over in %s", len(entries), journal.path)
-            self._scheduler.replay(entries)
+        if claim.total:
+            log.info("memcore: replaying %d operations handed over in %s", claim.total, journal.path)
+            self._scheduler.adopt(claim)
 
     def __enter__(self) -> Memory:
         return self

@@ -6,7 +6,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ._journal_admin import PendingGroup
+from ._journal_admin import OWES_COMMIT, PendingGroup
 from ._records import Recollection, Report
 from ._replay import End, NoteEvent, RecallEvent, Script, Switch, Turn
 from ._table import table, terminal_width, wrap
@@ -124,6 +124,14 @@ def backends_text(
     return "\n".join(out).rstrip("\n")
 
 
+def _whose(group: PendingGroup) -> str:
+    if group.status == "failed":
+        return ""
+    if group.owner_running:
+        return " (running)"
+    return " (commits at start)" if group.status == OWES_COMMIT else " (replays at start)"
+
+
 def pending_table(groups: Sequence[PendingGroup], width: int = 0) -> str:
     """What ``memcore pending`` prints: one row per backend, session and status; a group's last error follows its
     row on lines of its own, as wide as the terminal (at most :data:`ERROR_LINES` of them)."""
@@ -132,7 +140,7 @@ def pending_table(groups: Sequence[PendingGroup], width: int = 0) -> str:
         [
             g.backend,
             g.session_id,
-            g.status + ("" if g.status == "failed" else (" (running)" if g.owner_running else " (replays at start)")),
+            g.status + _whose(g),
             str(g.operations),
             g.kinds,
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(g.oldest)),

@@ -25,6 +25,7 @@ class PendingBound:
         self.spilled = [0] * backends  # only in the journal, waiting to be loaded back
         self.spill_high = [0] * backends  # sequence number of the last spilled operation
         self.loaded_up_to = [0] * backends  # ... and of the last one loaded back
+        self.replayed_up_to = [0] * backends  # spilled operations up to this sequence number were taken over at start
         self.reloading = [False] * backends
 
     def must_spill(self, i: int, n: int = 1) -> bool:
@@ -42,6 +43,13 @@ class PendingBound:
     def spill(self, i: int, seq: int) -> None:
         self.spilled[i] += 1
         self.spill_high[i] = seq
+
+    def backlog(self, i: int, count: int, high: int) -> None:
+        """``count`` operations of backend ``i`` taken over from the journal (up to sequence number ``high``) wait
+        there to be loaded back like spilled ones: a start holds at most the bound of them in memory."""
+        self.spilled[i] += count
+        self.spill_high[i] = max(self.spill_high[i], high)
+        self.replayed_up_to[i] = max(self.replayed_up_to[i], high)
 
     def reload_due(self, i: int) -> bool:
         """Whether backend ``i`` has spilled operations and room to load some back (and no reload under way)."""

@@ -94,8 +94,9 @@ class Event:
     """What observer plugins hear through ``memcore_event``.
 
     ``kind`` is one of ``delivered``, ``committed``, ``failed`` (for good), ``retried`` (a transient failure; it will
-    be tried again after a backoff), ``replayed`` (taken over from the journal at start), ``dropped`` (left pending at
-    close with no journal to keep it).
+    be tried again after a backoff), ``replayed`` (taken over from the journal at start, as it is loaded into its
+    lane), ``owes_commit`` (at start: the session's writes were delivered by a Memory that is gone and never committed;
+    a commit is queued after its replayed operations), ``dropped`` (left pending at close with no journal to keep it).
     """
 
     kind: str
@@ -113,7 +114,8 @@ class Report:
     operations that failed for good, ``pending`` operations accepted but not finished (queued, waiting out a backoff
     or in flight), ``spilled`` how many of those wait in the journal only because ``max_pending`` was reached,
     ``journaled`` how many pending ones the journal keeps for the next start, ``retried`` transient
-    failures that were retried, ``replayed`` operations taken over from the journal at start. ``journal_error`` is
+    failures that were retried, ``replayed`` operations taken over from the journal at start, ``owing_commit`` the
+    sessions (one per backend that commits) with writes that no successful commit covers yet. ``journal_error`` is
     None while the journal keeps up; else why it does not: the last write failure while its writes fail (accepted
     operations are still delivered, but are not on disk until a write succeeds again), or operations it could never
     write.
@@ -127,6 +129,7 @@ class Report:
     spilled: int = 0
     retried: int = 0
     replayed: int = 0
+    owing_commit: int = 0
     failures: tuple[Failure, ...] = ()
     skipped_backends: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_mapping)
     elapsed: float = 0.0

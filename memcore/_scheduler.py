@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from ._errors import MemoryClosed, PendingLimitExceeded, TransientError
-from ._journal import Entry, Journal
+from ._journal import Claim, Journal
 from ._lanes import COMMIT, NOTE, WRITE, Lane, Lanes, Op
 from ._pending import PendingBound
 from ._plugins import Backend, Observers
@@ -161,6 +161,7 @@ class Scheduler:
             self._journal.append(seq, lane.backend.key, lane.session, COMMIT, None, spilled=spill)
         op = Lanes.accept_commit(lane, seq)
         if spill:
+            lane.spilled_commits += 1
             self._spill(i, seq)
         else:
             self._append(lane, op)
@@ -188,7 +189,8 @@ class Scheduler:
                 self._pool.chore(functools.partial(self._reload, i))
 
     def _reload(self, i: int) -> None:
-        """Load backend ``i``'s spilled operations back into their lanes, in order (on a lane worker, off the lock)."""
+        """Load backend ``i``'s spilled operations back into their lanes, in order (on a lane worker, off the lock).
+        Those taken over at start (:meth:`adopt`) count in their lanes as they are loaded."""
         assert self._journal is not None
         backend = self._backends[i]
         try:
@@ -199,37 +201,55 @@ class Scheduler:
         except Exception:
             log.exception("memcore: spilled operations could not be read back from the journal")
             entries = []
+        replayed = []
         with self._lock:
             bound = self._bound
             for entry in entries:
                 lane = self._lanes.get(backend, entry.session)
                 bound.loaded(i, entry.seq)
-                self._append(lane, Lanes.loaded(lane, entry.kind, entry.payload, entry.seq))
+                if entry.seq <= bound.replayed_up_to[i]:
+                    op = Lanes.replayed(lane, entry.kind, entry.payload, entry.seq)
+                    replayed.append(entry)
+                    if op is None:
+                        self._journal.ack(entry.seq)  # a second commit in a row covers nothing new
+                        continue
+                else:
+                    op = Lanes.loaded(lane, entry.kind, entry.payload, entry.seq)
+                self._append(lane, op)
             if not entries and bound.spilled[i]:
                 log.error("memcore: %d spilled operations of %s were not found in the journal", bound.spilled[i], i)
                 bound.spilled[i] = 0
+            if replayed and self._closed and bound.loaded_up_to[i] >= bound.replayed_up_to[i] and backend.commits:
+                # Closing, and the last of what was taken over is loaded: close commits the sessions it made dirty
+                # (it could not when it started: they were not in memory yet).
+                for lane in self._lanes:
+                    if lane.backend is backend and Lanes.wants_commit(lane):
+                        self._queue_commit(lane)
             bound.reloading[i] = False
             self._start_reloads()
             if self._waiters:
                 self._progress.notify_all()
-
-    def replay(self, entries: list[Entry]) -> int:
-        """Queue journaled operations left by a process that is gone, in their order (they are journaled already)."""
-        with self._lock:
-            for entry in entries:
-                lane = self._lanes.get(self._by_key[entry.backend], entry.session)
-                op = Lanes.replayed(lane, entry.kind, entry.payload, entry.seq)
-                if op is None:
-                    self._journal_ack(entry.seq)  # a second commit in a row covers nothing new
-                    continue
-                self._append(lane, op)
-                self._counts["replayed"] += 1
         if self._observers:
-            for entry in entries:
+            for entry in replayed:
                 self._observers.emit(
-                    Event(kind="replayed", backend=entry.backend, operation=entry.kind, session_id=entry.session.id)
+                    Event(kind="replayed", backend=backend.name, operation=entry.kind, session_id=entry.session.id)
                 )
-        return len(entries)
+
+    def adopt(self, claim: Claim) -> int:
+        """Take over what :meth:`Journal.claim` found (left by a Memory that is gone): its operations stay in the
+        journal, counted as spilled, and are loaded back in order as lanes drain; a session that owed a commit gets
+        one after its operations (observers hear ``owes_commit``). Returns how many operations."""
+        with self._lock:
+            for key, (count, high) in claim.backlog.items():
+                self._bound.backlog(self._by_key[key].index, count, high)
+            self._counts["replayed"] += claim.total
+            self._start_reloads()
+        if self._observers:
+            for key, session in claim.owed:
+                self._observers.emit(
+                    Event(kind="owes_commit", backend=self._by_key[key].name, operation=COMMIT, session_id=session.id)
+                )
+        return claim.total
 
     def reserve(self, n: int) -> int:
         """Reserve ``n`` sequence numbers (for journal rows claimed from another owner); the first of them."""
@@ -286,10 +306,18 @@ class Scheduler:
         self._emit("failed" if failure else ("committed" if op.kind == COMMIT else "delivered"), lane, op.kind, failure)
         journal = self._journal
         if journal is not None:
-            if failure is None:
-                journal.ack(op.seq)
-            else:
+            key = lane.backend.key
+            commits = lane.backend.commits
+            if failure is not None:
                 journal.fail(op.seq, failure.error)
+                if op.kind == COMMIT:  # the failed row is the record now; `memcore retry` sends it again
+                    journal.settle(key, lane.session.id)
+            elif not commits:
+                journal.ack(op.seq)
+            elif op.kind == COMMIT:
+                journal.ack(op.seq, settles=(key, lane.session.id))
+            else:  # delivered and not committed: the journal keeps the debt across a crash
+                journal.ack(op.seq, owes=(key, lane.session))
         with self._lock:
             self._pool.call_ended(lane)
             Lanes.finish(lane, op, failed=failure is not None)
@@ -393,6 +421,8 @@ class Scheduler:
                 # First, until the operations spilled before this call are loaded back into their lanes...
                 spilled = [(i, bound.spill_high[i]) for i, n in enumerate(bound.spilled) if n]
                 while True:
+                    if self._closed:  # what close queues behind them (commits) is part of what this waits for
+                        spilled = [(i, bound.spill_high[i]) for i, _ in spilled]
                     spilled = [(i, hi) for i, hi in spilled if bound.spilled[i] and bound.loaded_up_to[i] < hi]
                     if not spilled:
                         break
@@ -503,6 +533,7 @@ class Scheduler:
                 spilled=self._bound.spilled_total,
                 retried=self._counts["retried"],
                 replayed=self._counts["replayed"],
+                owing_commit=sum(1 for lane in self._lanes if lane.dirty and lane.backend.commits),
                 failures=tuple(self._failures),
                 **extra,
             )

@@ -232,7 +232,7 @@ def test_a_a_version_1_journal_is_migrated_in_place_and_its_rows_replayed(make_m
 
     db = sqlite3.connect(path)
     try:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
         columns = [r[1] for r in db.execute("PRAGMA table_info(owners)")]
         assert columns == ["owner", "pid", "host", "started", "pid_start", "boot_id"]
         owners = dict(db.execute("SELECT owner, pid_start FROM owners").fetchall())

@@ -1,0 +1,139 @@
+"""Replay is bounded (issue 12, item 5): a start that finds N leftover operations holds at most ``max_pending`` of
+them in memory (the rest stay in the journal and are loaded as lanes drain), renumbers them in one set-based update,
+and keeps their order, the dead owners' spilled rows included."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from recording import WAIT, RecordingBackend
+from test_reliability import drain
+
+import memcore
+from memcore._journal import encode
+from memcore._records import Message
+
+OWNERS = ("00000000000000000001:gone-host:11", "00000000000000000002:gone-host:12", "00000000000000000003:gone-host:13")
+
+
+def turn(text: str) -> tuple[Message, ...]:
+    return (Message(role="user", content=text), Message(role="assistant", content="a"))
+
+
+def leftovers(path: Path, count: int, sessions: int, backend: str = "fast") -> dict[str, list[str]]:
+    """``count`` writes left by three dead owners, spread over ``sessions`` sessions, some pending and some spilled;
+    returns each session's texts in the order they were accepted."""
+    expected: dict[str, list[str]] = {f"s{k}": [] for k in range(sessions)}
+    rows = []
+    per_owner = count // len(OWNERS)
+    for o, owner in enumerate(OWNERS):
+        for n in range(per_owner if o < len(OWNERS) - 1 else count - per_owner * (len(OWNERS) - 1)):
+            sid = f"s{n % sessions}"
+            text = f"{o}:{n}"
+            expected[sid].append(text)
+            status = "spilled" if n % 3 == 0 else "pending"
+            rows.append((owner, n + 1, backend, sid, "write", encode("write", turn(text)), status, time.time()))
+    with sqlite3.connect(path) as db:
+        db.executemany(
+            "INSERT INTO ops (owner, seq, backend, session_id, parent_id, kind, payload, status, created) "
+            "VALUES (?, ?, ?, ?, NULL, ?, ?, ?, ?)",
+            rows,
+        )
+    db.close()
+    return expected
+
+
+class Fast:
+    """Records what it is given, and how many operations its Memory held in memory at each write."""
+
+    name = "fast"
+
+    def __init__(self) -> None:
+        self.texts: dict[str, list[str]] = {}
+        self.commits: dict[str, int] = {}
+        self.memory: memcore.Memory | None = None
+        self.most_in_memory = 0
+
+    @memcore.hookimpl
+    def memcore_write(self, session: memcore.Session, messages: Sequence[Message]) -> None:
+        self.texts.setdefault(session.id, []).append(messages[0].content)
+        if self.memory is not None:
+            bound = self.memory._scheduler._bound
+            self.most_in_memory = max(self.most_in_memory, bound.total)
+
+    @memcore.hookimpl
+    def memcore_commit(self, session: memcore.Session) -> None:
+        self.commits[session.id] = self.commits.get(session.id, 0) + 1
+
+
+def new_journal(path: Path) -> None:
+    memcore.Memory(backends=[RecordingBackend()], plugins=[], journal=path).close(timeout=WAIT)
+
+
+def test_100000_leftover_operations_replay_in_order_within_max_pending(tmp_path, make_memory):
+    journal = tmp_path / "journal.sqlite3"
+    new_journal(journal)
+    expected = leftovers(journal, 100_000, sessions=500)
+    backend = Fast()
+    memory = make_memory(backend, journal=journal, max_pending=2_000)
+    backend.memory = memory
+    report = memory.flush(timeout=120)
+    assert not report.timed_out and report.failed == 0
+    assert report.replayed == 100_000 and report.delivered == 100_000
+    assert backend.texts == expected  # every session in the order its operations were accepted
+    assert 0 < backend.most_in_memory <= 2_000
+    report = memory.close(timeout=WAIT)
+    assert backend.commits == {sid: 1 for sid in expected}  # close commits each replayed session once
+    db = sqlite3.connect(journal)
+    try:
+        assert db.execute("SELECT count(*) FROM ops").fetchone() == (0,)
+    finally:
+        db.close()
+
+
+def test_a_new_write_to_a_session_waiting_in_the_backlog_goes_after_it(tmp_path, make_memory):
+    journal = tmp_path / "journal.sqlite3"
+    new_journal(journal)
+    expected = leftovers(journal, 3_000, sessions=3, backend="rec")
+    backend = RecordingBackend()
+    gate = backend.hold("write")  # nothing is delivered until the new write and its commit were accepted
+    memory = make_memory(backend, journal=journal, max_pending=100)
+    lc = memory.lifecycle("s0")
+    lc.sync_turn("new", "reply")
+    lc.end()
+    gate.wait_entered()  # a first batch of the backlog is loaded into the lanes, s0's among them
+    lane = memory._scheduler._lanes.find(memory._backends[0], "s0")
+    assert lane is not None and lane.in_memory > 0
+    lc.end()  # the commit already queued (behind the backlog) covers what was loaded: nothing new to commit
+    gate.release()
+    drain(memory)
+    texts = backend.texts("s0")
+    assert texts == [t for text in expected["s0"] for t in (text, "a")] + ["new", "reply"]
+    assert backend.commits("s0") == 1  # the one commit covers the backlog and the new write
+    memory.close(timeout=WAIT)
+    assert backend.commits("s0") == 1 and backend.commits("s1") == 1  # close commits the other replayed sessions
+    assert backend.violations == []
+
+
+def test_claim_leaves_the_rows_on_disk_and_renumbers_them_in_order(tmp_path):
+    journal = tmp_path / "journal.sqlite3"
+    new_journal(journal)
+    leftovers(journal, 30, sessions=2, backend="rec")
+    j = memcore._journal.Journal(journal)
+    try:
+        claim = j.claim(["rec"], lambda n: 1_000)
+        assert claim.backlog == {"rec": (30, 1_029)} and claim.owed == ()
+        db = sqlite3.connect(journal)
+        try:
+            rows = db.execute("SELECT owner, seq, status, payload FROM ops ORDER BY seq").fetchall()
+        finally:
+            db.close()
+        assert {(owner, status) for owner, _, status, _ in rows} == {(j.owner, "spilled")}
+        assert [seq for _, seq, _, _ in rows] == list(range(1_000, 1_030))
+        texts = [memcore._journal.decode("write", p)[0].content for *_, p in rows]
+        assert texts == [f"{o}:{n}" for o, k in ((0, 10), (1, 10), (2, 10)) for n in range(k)]
+    finally:
+        j.close(WAIT)
