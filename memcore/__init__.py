@@ -15,9 +15,11 @@ from ._errors import (
     TransientError,
     UnknownBackend,
     UnknownSwitchReason,
+    UsersNotSeparated,
 )
+from ._forget import Forgetting
 from ._hooks import BackendSpec, ObserverSpec, hookimpl, hookspec
-from ._lifecycle import SWITCH_REASONS, SessionLifecycle
+from ._lifecycle import SWITCH_REASONS, PrefetchResult, SessionLifecycle
 from ._memory import Memory
 from ._paths import memcore_home
 from ._records import Event, Failure, Message, Note, Recollection, Report, Session
@@ -32,6 +34,7 @@ __all__ = [
     "BackendSpec",
     "Event",
     "Failure",
+    "Forgetting",
     "InvalidContent",
     "InvalidSessionId",
     "InvalidSwitch",
@@ -43,6 +46,7 @@ __all__ = [
     "ObserverSpec",
     "PendingLimitExceeded",
     "PluginError",
+    "PrefetchResult",
     "Recollection",
     "Report",
     "RetryPolicy",
@@ -52,6 +56,7 @@ __all__ = [
     "TransientError",
     "UnknownBackend",
     "UnknownSwitchReason",
+    "UsersNotSeparated",
     "__version__",
     "hookimpl",
     "hookspec",

@@ -49,6 +49,11 @@ class PluginError(MemcoreError):
     """A plugin's hook implementations do not match memcore's hook specifications."""
 
 
+class UsersNotSeparated(MemcoreError, ValueError):
+    """A user other than the default one was named, and a backend in use cannot keep users apart (it does not
+    declare ``separates_users = True``): memcore refuses rather than mix their memories."""
+
+
 class MemoryClosed(MemcoreError, RuntimeError):
     """The :class:`~memcore.Memory` was closed: it accepts no new work."""
 

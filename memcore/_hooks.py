@@ -1,7 +1,10 @@
 """The backend contract: memcore's pluggy hook specifications.
 
 Every hook is called from one of memcore's worker threads, never from the agent's thread, and never concurrently for
-the same (backend, session). A backend keeps no lifecycle state of its own: no threads, no locks, no session ids cached
+the same (backend, session). Every session belongs to a user (``session.user_id``, ``None`` for the default user); a
+backend that declares ``separates_users = True`` keeps users apart (recall as one user never returns another's
+memory) and memcore refuses any user but the default one for a backend that does not. A backend keeps no lifecycle
+state of its own: no threads, no locks, no session ids cached
 from earlier calls. Raising :class:`memcore.TransientError` marks a failure as worth retrying; any other exception is
 final for that operation. Either way the failure is recorded (``Report.failures``, the ``memcore_event`` hook) and
 never reaches the agent.
@@ -27,6 +30,7 @@ BACKEND_HOOKS = (
     "memcore_commit",
     "memcore_recall",
     "memcore_history",
+    "memcore_forget",
     "memcore_close",
 )
 
@@ -57,8 +61,11 @@ class BackendSpec:
         one of them is in flight. Called at most once per change: not again until something new is written."""
 
     @hookspec
-    def memcore_recall(self, query: str, session: Session | None, limit: int) -> Sequence[Recollection]:
-        """Return at most ``limit`` recollections relevant to ``query``, best first. ``session`` is the session the
+    def memcore_recall(
+        self, query: str, session: Session | None, limit: int, user_id: str | None
+    ) -> Sequence[Recollection]:
+        """Return at most ``limit`` recollections relevant to ``query``, best first, of user ``user_id`` only (``None``:
+        the default user; it equals ``session.user_id`` when there is a session). ``session`` is the session the
         runtime is in (``None`` outside any), which a backend that keeps sessions apart may use to scope the search.
         Called on a recall worker, possibly while writes of the same session run."""
         raise NotImplementedError
@@ -68,6 +75,15 @@ class BackendSpec:
         """Optional read-back: the messages stored for ``session``, in the order they were stored. Used by tests and
         the conformance suite to check order and placement."""
         raise NotImplementedError
+
+    @hookspec
+    def memcore_forget(self, user_id: str | None, session_id: str | None) -> str | None:
+        """Erase what the service holds of user ``user_id`` (``None``: the default user): of its session
+        ``session_id`` only, or everything of that user when ``session_id`` is None (turns, notes, and the memories
+        extracted from them, as far as the service allows). Called on a lane worker after every operation of that
+        scope accepted before the forget finished, and before any accepted after it starts. Return None when all is
+        erased, else a short text saying exactly what the service keeps (reported in ``Forgetting.kept``). Optional;
+        a backend without it keeps everything, and ``Forgetting.kept`` says so."""
 
     @hookspec
     def memcore_close(self) -> None:

@@ -30,10 +30,11 @@ from ._records import Note, Session, message_fields, message_from
 
 log = logging.getLogger("memcore")
 
-_Row = tuple[Any, ...]  # a buffered operation: owner, seq, backend, session, parent, kind, payload, created, status
+_Row = tuple[Any, ...]  # buffered: owner, seq, backend, session, parent, kind, payload, created, status, user
 
 #: 2 added ``owners.pid_start`` and ``owners.boot_id`` (an owner is alive only if its very process is: :func:`_alive`);
-#: 3 added ``debts``: the sessions whose delivered writes no commit covers yet (committed once at the next start).
+#: 3 added ``debts``: the sessions whose delivered writes no commit covers yet (committed once at the next start), and
+#: ``ops.user_id``: whose session it is (NULL: the default user).
 SCHEMA_VERSION = 3
 #: The tables every version of the journal has (how ``memcore`` recognises a journal of any version).
 TABLES = frozenset({"owners", "ops"})
@@ -42,7 +43,7 @@ _RETRY_FIRST = 0.01  # after a failed write, the writer waits this long before t
 _RETRY_MAX = 0.5  # ... up to this (durability="sync" calls wait for the next attempt's outcome)
 _LOG_EVERY = 30.0  # write failures are logged at most this often
 #: The owner columns added after version 1, added in place (``ALTER TABLE``) to a version-1 journal by :func:`_open`.
-_OWNER_COLUMNS = (("pid_start", "INTEGER"), ("boot_id", "TEXT"))
+_ADDED_COLUMNS = (("owners", "pid_start", "INTEGER"), ("owners", "boot_id", "TEXT"), ("ops", "user_id", "TEXT"))
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS owners (
     owner TEXT PRIMARY KEY, pid INTEGER, host TEXT, started REAL NOT NULL, pid_start INTEGER, boot_id TEXT
@@ -58,15 +59,17 @@ CREATE TABLE IF NOT EXISTS ops (
     status TEXT NOT NULL DEFAULT 'pending',
     last_error TEXT,
     created REAL NOT NULL,
+    user_id TEXT,
     PRIMARY KEY (owner, seq)
 );
 CREATE TABLE IF NOT EXISTS debts (
     owner TEXT NOT NULL,
     backend TEXT NOT NULL,
+    user_id TEXT NOT NULL,  -- '' for the default user (a key column: NULLs would never be equal)
     session_id TEXT NOT NULL,
     parent_id TEXT,
     created REAL NOT NULL,
-    PRIMARY KEY (owner, backend, session_id)
+    PRIMARY KEY (owner, backend, user_id, session_id)
 );
 """
 
@@ -210,7 +213,7 @@ class Journal:
         self._fails: list[tuple[str, int]] = []
         # Commit debts to write: (backend key, session id) -> the session, when its delivered writes owe a commit, or
         # None when a commit (or a final failure of one) settled them. The last word on a session wins.
-        self._debts: dict[tuple[str, str], Session | None] = {}
+        self._debts: dict[tuple[str, str | None, str], Session | None] = {}
         self._appended = 0  # buffer generations: how many appends were made
         self._durable = 0  # ... and how many of them are on disk
         self._writing: dict[int, tuple[Any, ...]] = {}  # the inserts of the batch being written
@@ -234,13 +237,26 @@ class Journal:
         """Buffer one accepted operation. ``spilled`` ones are kept only here, not in memory, until
         :meth:`read_spilled` loads them back (the pending bound was reached: G8)."""
         status = "spilled" if spilled else "pending"
-        row = (self.owner, seq, backend, session.id, session.parent_id, kind, payload, time.time(), status)
+        row = (
+            self.owner,
+            seq,
+            backend,
+            session.id,
+            session.parent_id,
+            kind,
+            payload,
+            time.time(),
+            status,
+            session.user_id,
+        )
         with self._cond:
             self._inserts[seq] = row
             self._appended += 1
             self._cond.notify()
 
-    def ack(self, seq: int, *, owes: tuple[str, Session] | None = None, settles: tuple[str, str] | None = None) -> None:
+    def ack(
+        self, seq: int, *, owes: tuple[str, Session] | None = None, settles: tuple[str, Session] | None = None
+    ) -> None:
         """Operation ``seq`` is done. ``owes``: it was a write or note delivered to a backend that commits, so its
         session (backend key, session) owes a commit from now on; ``settles``: it was that session's commit (or the
         commit failed for good: the failed row is the record then), so the session owes nothing."""
@@ -248,16 +264,23 @@ class Journal:
             if self._inserts.pop(seq, None) is None:
                 self._acks.append(seq)
             if owes is not None:
-                self._debts[(owes[0], owes[1].id)] = owes[1]
+                self._debt((owes[0], owes[1].user_id, owes[1].id), owes[1])
             elif settles is not None:
-                self._debts[settles] = None
+                self._debt((settles[0], settles[1].user_id, settles[1].id), None)
             self._cond.notify()  # either way the writer has news (an insert acknowledged before it was written too)
 
-    def settle(self, backend: str, session_id: str) -> None:
-        """A commit of (``backend``, ``session_id``) failed for good: it owes nothing more (see :meth:`ack`)."""
+    def settle(self, backend: str, session: Session) -> None:
+        """A commit of (``backend``, ``session``) failed for good, or the session was forgotten: it owes nothing more
+        (see :meth:`ack`)."""
         with self._cond:
-            self._debts[(backend, session_id)] = None
+            self._debt((backend, session.user_id, session.id), None)
             self._cond.notify()
+
+    def _debt(self, key: tuple[str, str | None, str], session: Session | None) -> None:
+        """(Under the lock.) Record the newest word on a debt, after every earlier one: the writer applies them in
+        order (a user's forget, session id "", settles all of the user's, so what comes after it must stay after)."""
+        self._debts.pop(key, None)
+        self._debts[key] = session
 
     def fail(self, seq: int, error: str) -> None:
         with self._cond:
@@ -391,17 +414,16 @@ class Journal:
         rows: list[tuple[Any, ...]],
         acks: list[int],
         fails: list[tuple[str, int]],
-        debts: Mapping[tuple[str, str], Session | None] | None = None,
+        debts: Mapping[tuple[str, str | None, str], Session | None] | None = None,
     ) -> None:
         db = self._db
-        owed = [(self.owner, k, s.id, s.parent_id, time.time()) for (k, _), s in (debts or {}).items() if s is not None]
-        settled = [(self.owner, k, sid) for (k, sid), s in (debts or {}).items() if s is None]
+        now = time.time()
         db.execute("BEGIN IMMEDIATE")
         try:
             db.executemany(
                 "INSERT OR REPLACE INTO ops "
-                "(owner, seq, backend, session_id, parent_id, kind, payload, created, status) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "(owner, seq, backend, session_id, parent_id, kind, payload, created, status, user_id) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
             db.executemany("DELETE FROM ops WHERE owner = ? AND seq = ?", [(self.owner, s) for s in acks])
@@ -409,14 +431,23 @@ class Journal:
                 "UPDATE ops SET status = 'failed', last_error = ? WHERE owner = ? AND seq = ?",
                 [(err, self.owner, s) for err, s in fails],
             )
-            if owed:  # a debt already recorded keeps its first date
-                db.executemany(
-                    "INSERT OR IGNORE INTO debts (owner, backend, session_id, parent_id, created) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    owed,
-                )
-            if settled:
-                db.executemany("DELETE FROM debts WHERE owner = ? AND backend = ? AND session_id = ?", settled)
+            for (key, user, sid), session in (debts or {}).items():  # in order: see _debt
+                if session is not None:  # a debt already recorded keeps its first date
+                    db.execute(
+                        "INSERT OR IGNORE INTO debts (owner, backend, user_id, session_id, parent_id, created) "
+                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        (self.owner, key, user or "", sid, session.parent_id, now),
+                    )
+                elif sid:
+                    db.execute(
+                        "DELETE FROM debts WHERE owner = ? AND backend = ? AND user_id = ? AND session_id = ?",
+                        (self.owner, key, user or "", sid),
+                    )
+                else:  # a user's forget: none of the user's sessions owes anything
+                    db.execute(
+                        "DELETE FROM debts WHERE owner = ? AND backend = ? AND user_id = ?",
+                        (self.owner, key, user or ""),
+                    )
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:  # a failed COMMIT may leave it open; a failed statement may have ended it
@@ -453,15 +484,18 @@ class Journal:
             count = db.execute("SELECT count(*) FROM claim_order").fetchone()[0]
             committing = set(
                 db.execute(
-                    f"SELECT DISTINCT backend, session_id FROM ops WHERE {claimed} AND kind = 'commit'", names
+                    f"SELECT DISTINCT backend, coalesce(user_id, ''), session_id FROM ops WHERE {claimed} "
+                    f"AND kind = 'commit'",
+                    names,
                 ).fetchall()
             )
-            debts: dict[tuple[str, str], Session] = {}
-            for key, sid, parent in db.execute(
-                f"SELECT backend, session_id, parent_id FROM debts WHERE {orphan} ORDER BY owner, created", names
+            debts: dict[tuple[str, str, str], Session] = {}
+            for key, user, sid, parent in db.execute(
+                f"SELECT backend, user_id, session_id, parent_id FROM debts WHERE {orphan} ORDER BY owner, created",
+                names,
             ):
-                if (key, sid) not in committing:
-                    debts.setdefault((key, sid), Session(id=sid, parent_id=parent))
+                if (key, user, sid) not in committing:
+                    debts.setdefault((key, user, sid), Session(id=sid, parent_id=parent, user_id=user or None))
             base = first_seq(count + len(debts)) if callable(first_seq) else first_seq
             if count:
                 db.execute(
@@ -472,11 +506,11 @@ class Journal:
                 )
             now = time.time()
             db.executemany(
-                "INSERT INTO ops (owner, seq, backend, session_id, parent_id, kind, payload, created, status) "
-                "VALUES (?, ?, ?, ?, ?, 'commit', NULL, ?, 'spilled')",
+                "INSERT INTO ops (owner, seq, backend, session_id, parent_id, kind, payload, created, status, user_id) "
+                "VALUES (?, ?, ?, ?, ?, 'commit', NULL, ?, 'spilled', ?)",
                 [
-                    (self.owner, base + count + n, key, s.id, s.parent_id, now)
-                    for n, ((key, _), s) in enumerate(debts.items())
+                    (self.owner, base + count + n, key, s.id, s.parent_id, now, s.user_id)
+                    for n, ((key, _, _), s) in enumerate(debts.items())
                 ],
             )
             db.execute(f"DELETE FROM debts WHERE {orphan}", names)
@@ -497,7 +531,7 @@ class Journal:
         finally:
             if fresh:
                 db.close()
-        return Claim(backlog=backlog, owed=tuple((key, s) for (key, _), s in debts.items()))
+        return Claim(backlog=backlog, owed=tuple((key, s) for (key, _, _), s in debts.items()))
 
     def read_spilled(self, backend: str, after: int, limit: int) -> list[Entry]:
         """The next ``limit`` spilled operations of ``backend`` (its key) with a sequence number above ``after``, in
@@ -507,20 +541,20 @@ class Journal:
         if not self.wait_durable():  # the buffer first: what leaves it meanwhile is on disk when the disk is read
             with self._cond:
                 for batch in (self._writing, self._inserts):
-                    for _, seq, key, sid, parent, kind, payload, _, status in batch.values():
+                    for _, seq, key, sid, parent, kind, payload, _, status, user in batch.values():
                         if status == "spilled" and key == backend and seq > after:
-                            session = Session(id=sid, parent_id=parent)
+                            session = Session(id=sid, parent_id=parent, user_id=user)
                             found[seq] = Entry(seq=seq, backend=key, session=session, kind=kind, payload=payload)
         if self._reader is None:
             self._reader = _connect(self.path)
         rows = self._reader.execute(
-            "SELECT seq, backend, session_id, parent_id, kind, payload FROM ops "
+            "SELECT seq, backend, session_id, parent_id, kind, payload, user_id FROM ops "
             "WHERE owner = ? AND status = 'spilled' AND backend = ? AND seq > ? ORDER BY seq LIMIT ?",
             (self.owner, backend, after, limit),
         ).fetchall()
         entries = [
-            Entry(seq=seq, backend=b, session=Session(id=sid, parent_id=p), kind=k, payload=decode(k, data))
-            for seq, b, sid, p, k, data in rows
+            Entry(seq=seq, backend=b, session=Session(id=sid, parent_id=p, user_id=u), kind=k, payload=decode(k, data))
+            for seq, b, sid, p, k, data, u in rows
             if seq not in found
         ]
         if found:
@@ -556,13 +590,13 @@ def _prepare(inserts: Iterable[_Row]) -> tuple[list[_Row], list[tuple[_Row, Exce
     for row in inserts:
         try:
             payload = encode(row[5], row[6])
-            for value in (row[2], row[3], row[4], payload):  # SQLite binds str as UTF-8: no lone surrogate
+            for value in (row[2], row[3], row[4], payload, row[9]):  # SQLite binds str as UTF-8: no lone surrogate
                 if value is not None and not value.isascii():
                     value.encode("utf-8")
         except Exception as exc:
             refused.append((row, exc))
             continue
-        rows.append((*row[:6], payload, row[7], row[8]))
+        rows.append((*row[:6], payload, *row[7:]))
     return rows, refused
 
 
@@ -576,10 +610,9 @@ def _migrate(db: sqlite3.Connection) -> None:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
-            columns = {row[1] for row in db.execute("PRAGMA table_info(owners)")}
-            for name, kind in _OWNER_COLUMNS:
-                if name not in columns:
-                    db.execute(f"ALTER TABLE owners ADD COLUMN {name} {kind}")
+            for table, name, kind in _ADDED_COLUMNS:
+                if name not in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         db.execute("COMMIT")
     except BaseException:

@@ -18,6 +18,7 @@ from ._records import Session
 WRITE = "write"
 NOTE = "remember"
 COMMIT = "commit"
+FORGET = "forget"  #: erase a session (in its lane) or a user (in the user's forget lane, session id "")
 
 #: How many retired sessions' ids a backend that opens sessions remembers as opened (the most recent ones). A lane
 #: that comes back after more sessions than this were opened since opens its session again, so ``memcore_open_session``
@@ -94,8 +95,9 @@ class Lanes:
     """The live lanes of one scheduler, and the sessions each backend has opened."""
 
     def __init__(self, opened_kept: int = OPENED_KEPT) -> None:
-        self._live: dict[tuple[int, str], Lane] = {}
-        self._opened: dict[int, collections.OrderedDict[str, None]] = {}
+        # Keyed by (backend index, user id, session id): two users' sessions of one id are two lanes.
+        self._live: dict[tuple[int, str | None, str], Lane] = {}
+        self._opened: dict[int, collections.OrderedDict[tuple[str | None, str], None]] = {}
         self._opened_kept = opened_kept
 
     def __iter__(self) -> Any:
@@ -106,17 +108,22 @@ class Lanes:
 
     def get(self, backend: Backend, session: Session) -> Lane:
         """The lane of (``backend``, ``session``), started if it has none."""
-        lane = self._live.get((backend.index, session.id))
+        key = (backend.index, session.user_id, session.id)
+        lane = self._live.get(key)
         if lane is None:
             opened = "open_session" not in backend.capabilities
             if not opened:
                 seen = self._opened.get(backend.index)
-                opened = seen is not None and seen.pop(session.id, 0) is None
-            lane = self._live[(backend.index, session.id)] = Lane(backend, session, opened=opened)
+                opened = seen is not None and seen.pop(key[1:], 0) is None
+            lane = self._live[key] = Lane(backend, session, opened=opened)
         return lane
 
-    def find(self, backend: Backend, session_id: str) -> Lane | None:
-        return self._live.get((backend.index, session_id))
+    def find(self, backend: Backend, session_id: str, user_id: str | None = None) -> Lane | None:
+        return self._live.get((backend.index, user_id, session_id))
+
+    def of_user(self, backend: Backend, user_id: str | None) -> list[Lane]:
+        """The live lanes of ``user_id`` on ``backend`` (a scan: forget is rare)."""
+        return [lane for (i, user, _), lane in self._live.items() if i == backend.index and user == user_id]
 
     # -- admission (a write or note counts itself: ``written += 1``, and ``in_memory = written`` unless it is spilled;
     # the scheduler does that inline, on sync_turn's path) -----------------------------------------------------------
@@ -164,6 +171,9 @@ class Lanes:
         """Record that ``op`` finished (succeeded, or failed for good)."""
         lane.finished += 1
         lane.attempts = 0
+        if op.kind == FORGET:  # what it covered is erased: nothing of it is left to commit
+            lane.committed = max(lane.committed, op.epoch)
+            return
         if op.kind != COMMIT:
             return
         if not failed:
@@ -171,13 +181,25 @@ class Lanes:
         else:  # the session stays dirty; a later boundary or close() commits again
             lane.commit_covers = max([lane.committed, *(o.epoch for o in lane.ops if o.kind == COMMIT)])
 
+    @staticmethod
+    def drop(lane: Lane) -> list[Op]:
+        """Take every queued operation out of ``lane`` (not the one in flight: it is not queued) and mark what it has
+        counted as needing no commit: a forget of its scope follows, and erases it."""
+        dropped = list(lane.ops)
+        lane.ops.clear()
+        lane.finished += len(dropped)
+        lane.attempts = 0
+        lane.committed = max(lane.committed, lane.written)
+        lane.commit_covers = max(lane.commit_covers, lane.written)
+        return dropped
+
     def retire_if_clean(self, lane: Lane) -> None:
         """Forget an idle lane with nothing left to commit; a later write starts a fresh one."""
         if lane.ops or (lane.dirty and "commit" in lane.backend.capabilities):
             return
-        del self._live[(lane.backend.index, lane.session.id)]
+        del self._live[(lane.backend.index, lane.session.user_id, lane.session.id)]
         if lane.opened and "open_session" in lane.backend.capabilities:
             seen = self._opened.setdefault(lane.backend.index, collections.OrderedDict())
-            seen[lane.session.id] = None
+            seen[(lane.session.user_id, lane.session.id)] = None
             if len(seen) > self._opened_kept:
                 seen.popitem(last=False)

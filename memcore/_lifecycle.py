@@ -6,10 +6,13 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+
+import attrs
 
 from . import _validate as check
 from ._errors import InvalidSwitch, UnknownSwitchReason
+from ._forget import Forgetting
 from ._recall import RecallCall
 from ._records import Message, Note, Recollection, Session
 
@@ -29,17 +32,50 @@ class _State(NamedTuple):
     generation: int
 
 
+#: What :meth:`SessionLifecycle.take_prefetch_result` found; see :class:`PrefetchResult`.
+PrefetchState = Literal["ready", "pending", "stale", "none"]
+
+
+@attrs.frozen(kw_only=True)
+class PrefetchResult:
+    """What :meth:`SessionLifecycle.take_prefetch_result` found, and the recollections if it found them.
+
+    ``state`` is one of:
+
+    - ``"ready"``: the prefetch queued in the current session and generation has finished (every backend answered,
+      or its own timeout passed and what arrived by then is final). ``recollections`` is its answer, possibly empty:
+      an empty ``ready`` means the search ran and found nothing. Handed out once; the next take finds ``"none"``.
+    - ``"pending"``: that prefetch is still running after ``timeout``. Nothing is consumed: take again later.
+    - ``"stale"``: a prefetch was queued, but a switch or rewind came after it (G6). It was dropped and is never
+      handed out; reported once, then ``"none"``.
+    - ``"none"``: no prefetch was queued since the last one was taken (or reported stale).
+
+    Only ``ready`` carries recollections.
+    """
+
+    state: PrefetchState
+    recollections: tuple[Recollection, ...] = ()
+
+
+class _Prefetch(NamedTuple):
+    """A queued prefetch: the state object it was asked under and its recall."""
+
+    state: _State
+    call: RecallCall
+
+
 class SessionLifecycle:
     """One conversation's lifecycle. Every method but ``recall`` returns at once (G5); writes are bound to the session
     that is current when the method is called (G1). Safe to use from several threads."""
 
-    __slots__ = ("__weakref__", "_lock", "_memory", "_prefetch", "_state")
+    __slots__ = ("__weakref__", "_dropped", "_lock", "_memory", "_prefetch", "_state")
 
     def __init__(self, memory: Memory, session: Session):
         self._memory = memory
         self._state = _State(session, 0)
         self._lock = threading.Lock()
-        self._prefetch: tuple[_State, RecallCall] | None = None
+        self._prefetch: _Prefetch | None = None
+        self._dropped = False  # a switch dropped a prefetch that was never taken: the next take says "stale"
 
     @property
     def session_id(self) -> str:
@@ -50,6 +86,11 @@ class SessionLifecycle:
     def session(self) -> Session:
         """The current session record (id and parent id)."""
         return self._state.session
+
+    @property
+    def user_id(self) -> str | None:
+        """Whose conversation this is (``None``: the default user); kept across switches."""
+        return self._state.session.user_id
 
     @property
     def generation(self) -> int:
@@ -82,7 +123,7 @@ class SessionLifecycle:
 
     def end(self) -> None:
         """Ask for a commit of the current session (queued behind its writes; nothing happens if it is clean)."""
-        self._memory._commit(self._state.session.id)
+        self._memory._commit(self._state.session)
 
     def switch(self, session_id: str, reason: str = "new", parent_session_id: str | None = None) -> None:
         """Move to ``session_id`` for ``reason`` (one of :data:`SWITCH_REASONS`); see G7. Bad input raises and
@@ -107,11 +148,22 @@ class SessionLifecycle:
                 parent = parent_session_id
                 if parent is None and reason in ("branch", "compress"):
                     parent = old.id
-                new = Session(id=new_id, parent_id=parent)
+                new = Session(id=new_id, parent_id=parent, user_id=old.user_id)
             self._state = _State(new, self._state.generation + 1)
-            self._prefetch = None
+            if self._prefetch is not None:
+                self._prefetch = None
+                self._dropped = True
         if commit:
-            self._memory._commit(old.id)
+            self._memory._commit(old)
+
+    def forget(self) -> Forgetting:
+        """Erase the current session (of this lifecycle's user) on every backend; see :meth:`Memory.forget`. Recall
+        asked for before it is never handed out after it (the generation moves on, as for a rewind)."""
+        with self._lock:
+            session = self._state.session
+            self._state = _State(session, self._state.generation + 1)
+            self._prefetch = None
+        return self._memory.forget(user_id=session.user_id, session_id=session.id)
 
     # -- recall ------------------------------------------------------------------------------------------------
 
@@ -137,24 +189,38 @@ class SessionLifecycle:
         return call.results()
 
     def queue_prefetch(self, query: str, limit: int = 5, timeout: float = 5.0) -> None:
-        """Start a recall in the background for the next turn; ``take_prefetch`` hands it out."""
+        """Start a recall in the background for the next turn, replacing any prefetch not yet taken;
+        ``take_prefetch_result`` (or ``take_prefetch``) hands it out."""
         with self._lock:
             state = self._state
-            self._prefetch = (state, self._memory._start_recall(query, state.session, limit, timeout))
+            self._prefetch = _Prefetch(state, self._memory._start_recall(query, state.session, limit, timeout))
+            self._dropped = False
+
+    def take_prefetch_result(self, timeout: float = 0.0) -> PrefetchResult:
+        """The prefetch queued in this session and generation, waiting at most ``timeout`` seconds for it to finish,
+        with its state: ``ready`` (handed out once; possibly no recollections), ``pending`` (still running; not
+        consumed), ``stale`` (dropped by a switch or rewind, G6) or ``none`` (nothing queued). See
+        :class:`PrefetchResult`."""
+        slot = self._prefetch
+        if slot is not None and timeout > 0 and not slot.call.done:
+            slot.call.wait(timeout)
+        with self._lock:
+            slot = self._prefetch  # again: a switch or a newer queue_prefetch may have replaced it meanwhile
+            if slot is None or slot.state is not self._state:
+                state: PrefetchState = "stale" if self._dropped or slot is not None else "none"
+                self._prefetch = None
+                self._dropped = False
+                return PrefetchResult(state=state)
+            if not slot.call.done:
+                return PrefetchResult(state="pending")
+            self._prefetch = None
+        return PrefetchResult(state="ready", recollections=tuple(slot.call.results()))
 
     def take_prefetch(self, timeout: float = 0.0) -> list[Recollection]:
         """The prefetched recollections, waiting at most ``timeout`` for them. Empty if none was queued, if it is not
-        ready yet, or if it was asked for before a switch or rewind (G6). Handed out once."""
-        slot = self._prefetch
-        if slot is None:
-            return []
-        if timeout > 0 and not slot[1].done:
-            slot[1].wait(timeout)
-        with self._lock:
-            if self._prefetch is not slot or slot[0] is not self._state or not slot[1].done:
-                return []
-            self._prefetch = None
-        return slot[1].results()
+        ready yet, if it found nothing, or if it was asked for before a switch or rewind (G6); handed out once.
+        ``take_prefetch_result`` tells these apart."""
+        return list(self.take_prefetch_result(timeout).recollections)
 
     def __repr__(self) -> str:
         return f"<SessionLifecycle session={self.session_id!r} generation={self.generation}>"

@@ -17,7 +17,8 @@ import attrs
 
 from . import _plugins as registry
 from . import _validate as check
-from ._errors import BackendLoadError, MemoryClosed, PluginError, UnknownBackend
+from ._errors import BackendLoadError, MemoryClosed, PluginError, UnknownBackend, UsersNotSeparated
+from ._forget import Forgetting
 from ._journal import Journal
 from ._lifecycle import SessionLifecycle
 from ._paths import memcore_home
@@ -196,19 +197,55 @@ class Memory:
         """The pluggy PluginManager holding backends and observers (for introspection)."""
         return self._pm
 
-    def lifecycle(self, session_id: str, parent_session_id: str | None = None) -> SessionLifecycle:
-        """A lifecycle for one conversation, starting in ``session_id``."""
+    def lifecycle(
+        self, session_id: str, parent_session_id: str | None = None, *, user_id: str | None = None
+    ) -> SessionLifecycle:
+        """A lifecycle for one conversation of user ``user_id`` (``None``: the default user), starting in
+        ``session_id``. A user other than the default needs every backend to keep users apart
+        (:class:`~memcore.UsersNotSeparated` otherwise)."""
         sid = check.session_id(session_id)
         if parent_session_id is not None:
             check.session_id(parent_session_id, "parent session id")
-        return SessionLifecycle(self, Session(id=sid, parent_id=parent_session_id))
+        user = self._user(user_id)
+        return SessionLifecycle(self, Session(id=sid, parent_id=parent_session_id, user_id=user))
 
-    def recall(self, query: str, limit: int = 5, timeout: float = 2.0) -> list[Recollection]:
-        """Recall outside any session (every backend searches all it holds). Raises
-        :class:`~memcore.MemoryClosed` once ``close()`` was called."""
-        call = self._start_recall(query, None, limit, timeout)
+    def recall(
+        self, query: str, limit: int = 5, timeout: float = 2.0, *, user_id: str | None = None
+    ) -> list[Recollection]:
+        """Recall outside any session, in what user ``user_id`` (``None``: the default user) has: never another
+        user's memory. Raises :class:`~memcore.MemoryClosed` once ``close()`` was called."""
+        call = self._start_recall(query, None, limit, timeout, user_id=self._user(user_id))
         call.wait()
         return call.results()
+
+    def forget(self, *, user_id: str | None, session_id: str | None = None) -> Forgetting:
+        """Erase user ``user_id``'s session ``session_id``, or everything of the user when ``session_id`` is None,
+        on every backend. Returns at once with a :class:`~memcore.Forgetting` to ``wait(timeout)`` on.
+
+        The forget is ordered behind what of that scope was accepted before it (a call in flight finishes first, what
+        is queued and not yet delivered is dropped, here and in the journal) and ahead of anything accepted after it,
+        which it never erases. It is journaled: if the process dies first, the next start finishes it. A backend
+        that cannot erase something says what it keeps (``Forgetting.kept``); ``Forgetting.ok`` is True only when
+        nothing is kept and nothing failed."""
+        user = self._user(user_id)
+        if session_id is not None:
+            check.session_id(session_id)
+        handle = self._scheduler.forget(self._backends, user, session_id)
+        if self._sync_each:
+            self._sync_journal()
+        return handle
+
+    def _user(self, user_id: object) -> str | None:
+        """A checked user id; a user other than the default is refused unless every backend keeps users apart."""
+        user = check.user_id(user_id)
+        if user is not None:
+            mixing = [b.name for b in self._backends if not b.users]
+            if mixing:
+                raise UsersNotSeparated(
+                    f"user {user!r}: the backend(s) {', '.join(mixing)} cannot keep users apart (they do not declare "
+                    "separates_users = True), so only the default user (user_id=None) may use this Memory"
+                )
+        return user
 
     def flush(self, timeout: float = 10.0) -> Report:
         """Wait until everything accepted so far has been delivered (or failed for good), at most ``timeout``."""
@@ -324,10 +361,12 @@ class Memory:
         if not self._journal.wait_durable():
             self._journal.warn_not_durable()
 
-    def _commit(self, session_id: str) -> None:
-        self._scheduler.request_commit(self._committers, session_id)
+    def _commit(self, session: Session) -> None:
+        self._scheduler.request_commit(self._committers, session)
 
-    def _start_recall(self, query: str, session: Session | None, limit: int, timeout: float) -> RecallCall:
+    def _start_recall(
+        self, query: str, session: Session | None, limit: int, timeout: float, *, user_id: str | None = None
+    ) -> RecallCall:
         check.text(query, "query")
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
             raise ValueError(f"limit must be a positive integer, not {limit!r}")
@@ -335,7 +374,8 @@ class Memory:
             raise ValueError(f"timeout must be a non-negative number, not {timeout!r}")
         if self._scheduler.closed:
             raise MemoryClosed("this Memory is closed; it recalls nothing")
-        call = RecallCall(self._recallers, query, session, limit, timeout)
+        user = session.user_id if session is not None else user_id
+        call = RecallCall(self._recallers, query, session, limit, timeout, user_id=user)
         for index, task, cancel in call.tasks():
             self._scheduler.run_recall(index, task, deadline=call.deadline, cancel=cancel)
         return call

@@ -124,7 +124,7 @@ def max_write_messages(plugin: Any, name: str) -> int | None:
 class Backend:
     """A registered backend: its name, capabilities, and hook callers that reach only it (plus observer wrappers)."""
 
-    __slots__ = ("_callers", "capabilities", "commits", "index", "key", "max_write", "name", "plugin")
+    __slots__ = ("_callers", "capabilities", "commits", "index", "key", "max_write", "name", "plugin", "users")
 
     def __init__(self, pm: pluggy.PluginManager, plugin: Any, name: str, index: int, others: Iterable[Any]):
         self.plugin = plugin
@@ -136,6 +136,8 @@ class Backend:
         self.key = key if isinstance(key, str) and key else name
         self.capabilities = capabilities(plugin)
         self.commits = "commit" in self.capabilities
+        # Whether it keeps users apart (``separates_users = True``): only then may a user other than the default.
+        self.users = getattr(plugin, "separates_users", False) is True
         # The most messages one memcore_write takes (``max_write_messages``): the core splits longer turns.
         self.max_write = max_write_messages(plugin, name)
         others = [p for p in others if p is not plugin]

@@ -124,6 +124,18 @@ class WorkerPool:
         self._cond.notify_all()
         return list(self._threads)
 
+    def withdraw(self, lane: Lane) -> None:
+        """Take ``lane`` out of the ready queue and the backoff heap, if it waits there (a forget reorders it)."""
+        ready = self._ready[lane.backend.index]
+        if lane in ready:
+            ready.remove(lane)
+        if any(entry[2] is lane for entry in self._delayed):
+            self._delayed = [entry for entry in self._delayed if entry[2] is not lane]
+            heapq.heapify(self._delayed)
+
+    def is_running(self, lane: Lane) -> bool:
+        return lane in self._running
+
     @property
     def running(self) -> int:
         """Calls in flight now."""
@@ -204,6 +216,10 @@ class WorkerPool:
             if now >= self._next_check:
                 self._mark_stalled(now)
             lane = self._pick(now)
+            if lane is not None and not lane.ops:  # a forget emptied it while it waited: nothing to run
+                self._in_flight[lane.backend.index] -= 1
+                lane.scheduled = False
+                continue
             if lane is not None:
                 op = lane.ops.popleft()
                 if lane.attempts == 0:

@@ -24,10 +24,20 @@ RECALL_RETRY = RetryPolicy(initial=0.05, jitter=0.0)
 class RecallCall:
     """Gathers each backend's answer; ``done`` once all answered or the deadline passed (then partial is final)."""
 
-    def __init__(self, backends: Sequence[Backend], query: str, session: Session | None, limit: int, timeout: float):
+    def __init__(
+        self,
+        backends: Sequence[Backend],
+        query: str,
+        session: Session | None,
+        limit: int,
+        timeout: float,
+        *,
+        user_id: str | None = None,
+    ):
         self._backends = tuple(backends)
         self._query = query
         self._session = session
+        self._user_id = user_id
         self._limit = limit
         self._deadline = time.monotonic() + timeout
         self._answers: dict[int, list[Recollection]] = {}
@@ -57,7 +67,9 @@ class RecallCall:
         attempt = 0
         while True:
             try:
-                answer = backend.call("memcore_recall", query=self._query, session=self._session, limit=self._limit)
+                answer = backend.call(
+                    "memcore_recall", query=self._query, session=self._session, limit=self._limit, user_id=self._user_id
+                )
                 items = [_coerce(item, backend.name) for item in (answer or ())]
                 break
             except Exception as exc:

@@ -18,11 +18,13 @@ def _frozen_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
 class Session:
     """A conversation's session as a backend sees it.
 
-    ``parent_id`` names the session it was branched, compressed or started from, if any.
+    ``parent_id`` names the session it was branched, compressed or started from, if any. ``user_id`` names whose it
+    is (``None``: the default user). Two users may have sessions of the same id: they are different sessions.
     """
 
     id: str
     parent_id: str | None = None
+    user_id: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -87,6 +89,7 @@ class Failure:
     operation: str
     session_id: str | None
     error: str
+    user_id: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -104,6 +107,7 @@ class Event:
     operation: str
     session_id: str | None = None
     error: str | None = None
+    user_id: str | None = None
 
 
 @attrs.frozen(kw_only=True)

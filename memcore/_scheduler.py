@@ -26,8 +26,9 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from ._errors import MemoryClosed, PendingLimitExceeded, TransientError
+from ._forget import CANNOT_FORGET, Forgetting
 from ._journal import Claim, Journal
-from ._lanes import COMMIT, NOTE, WRITE, Lane, Lanes, Op
+from ._lanes import COMMIT, FORGET, NOTE, WRITE, Lane, Lanes, Op
 from ._pending import PendingBound
 from ._plugins import Backend, Observers
 from ._pool import WorkerPool
@@ -35,12 +36,14 @@ from ._recall_pool import RecallPool
 from ._records import Event, Failure, Report, Session
 from ._retry import RetryPolicy, is_transient
 
-__all__ = ["COMMIT", "NOTE", "WRITE", "Scheduler"]
+__all__ = ["COMMIT", "FORGET", "NOTE", "WRITE", "Scheduler"]
 
 log = logging.getLogger("memcore")
 
 _HOOKS = {WRITE: "memcore_write", NOTE: "memcore_remember"}
 _ARG = {WRITE: "messages", NOTE: "note"}
+#: What an operation that succeeded is counted and announced as.
+_DONE = {COMMIT: "committed", FORGET: "forgotten"}
 #: How many final failures a Report keeps (the count in ``Report.failed`` is exact).
 FAILURES_KEPT = 100
 #: A backend's failures are logged as warnings at most once per this many seconds (the Report counts every one).
@@ -94,6 +97,11 @@ class Scheduler:
         self._closed = False
         self._stopping = False
         self._on_quiet: Callable[[], None] | None = None
+        # Forgets (issue 13). A user's forget runs in that user's forget lane (session id ""), once no call of the
+        # user's lanes on that backend is in flight; meanwhile those lanes are held: what they get waits for it.
+        self._forgets: dict[int, Forgetting] = {}  # by sequence number: the handle a forget's answer goes to
+        self._holds: dict[tuple[int, str | None], list[Lane]] = {}  # (backend, user) -> the lanes held back
+        self._forget_ready: set[tuple[int, str | None]] = set()  # ... whose forget lane the pool has
         self.recall = RecallPool(backends=len(backends), workers=recall_workers)
         self._pool = WorkerPool(
             cond=self._work,
@@ -139,15 +147,15 @@ class Scheduler:
                         lane.in_memory = lane.written
                         self._append(lane, Op(kind, piece, lane.written, seq))
 
-    def request_commit(self, backends: Iterable[Backend], session_id: str) -> int:
-        """Queue a commit of ``session_id`` on each backend where it is dirty and not already covered (G4).
+    def request_commit(self, backends: Iterable[Backend], session: Session) -> int:
+        """Queue a commit of ``session`` on each backend where it is dirty and not already covered (G4).
         Returns how many commits were queued. After close this does nothing: close committed every dirty lane."""
         queued = 0
         with self._lock:
             if self._closed:
                 return 0
             for backend in backends:
-                lane = self._lanes.find(backend, session_id)
+                lane = self._lanes.find(backend, session.id, session.user_id)
                 if lane is not None and Lanes.wants_commit(lane):
                     self._queue_commit(lane)
                     queued += 1
@@ -174,7 +182,97 @@ class Scheduler:
         bound.total += 1
         if not lane.scheduled:
             lane.scheduled = True
+            if not (self._holds and self._held(lane)):
+                self._pool.ready(lane)
+
+    def _held(self, lane: Lane) -> bool:
+        """(Under the lock.) Hold ``lane`` back if a forget of its user waits on its backend; True if held."""
+        held = self._holds.get((lane.backend.index, lane.session.user_id))
+        if held is None or lane.session.id == "":
+            return False
+        held.append(lane)
+        return True
+
+    # -- forget ------------------------------------------------------------------------------------------------------
+
+    def forget(self, backends: tuple[Backend, ...], user_id: str | None, session_id: str | None) -> Forgetting:
+        """Queue a forget of user ``user_id``'s session ``session_id`` (every session of the user when None) on each
+        backend: behind what of that scope is in flight, ahead of anything accepted after it; what of that scope is
+        queued and not yet delivered is dropped (and leaves the journal). Journaled like any operation."""
+        handle = Forgetting(user_id, session_id, len(backends))
+        session = Session(id=session_id or "", user_id=user_id)
+        journal = self._journal
+        with self._lock:
+            if self._closed:
+                raise MemoryClosed("this Memory is closed; it accepts no new work")
+            for backend in backends:
+                seq = next(self._seq)
+                spill = journal is not None and self._bound.must_spill(backend.index)
+                if journal is not None:
+                    journal.append(seq, backend.key, session, FORGET, None, spilled=spill)
+                self._forgets[seq] = handle
+                if spill:  # behind what is spilled of that backend: it is dropped when the forget is loaded
+                    self._spill(backend.index, seq)
+                else:
+                    self._enter_forget(backend, session, seq)
+        return handle
+
+    def _enter_forget(self, backend: Backend, session: Session, seq: int) -> None:
+        """(Under the lock.) Put a forget in its lane, dropping what of its scope is queued, as it enters memory
+        (accepted, loaded back from a spill, or taken over at start)."""
+        user = session.user_id
+        scope = [self._lanes.get(backend, session)] if session.id else self._lanes.of_user(backend, user)
+        handle = self._forgets.get(seq)
+        for lane in scope:
+            dropped = Lanes.drop(lane)
+            if not dropped:
+                continue
+            if not self._pool.is_running(lane):
+                self._pool.withdraw(lane)
+                lane.scheduled = False
+            for op in dropped:  # (no event: observers are never called under the lock; the handle counts them)
+                self._bound.released(backend.index)
+                self._journal_ack(op.seq)
+                if handle is not None:
+                    handle.dropped += 1
+        lane = self._lanes.get(backend, session)  # for a user: the forget lane
+        op = Op(FORGET, None, lane.written, seq)
+        if session.id:
+            self._append(lane, op)
+            return
+        self._holds.setdefault((backend.index, user), [])
+        lane.ops.append(op)
+        lane.added += 1
+        self._bound.held(backend.index)
+        if not lane.scheduled:
+            lane.scheduled = True
+            self._start_forget_when_quiet(lane)
+
+    def _start_forget_when_quiet(self, forget_lane: Lane) -> None:
+        """(Under the lock.) Give a user's forget lane to the pool once no call of that user's other lanes on its
+        backend is in flight; until then it waits outside the pool, scheduled but not ready."""
+        backend, user = forget_lane.backend, forget_lane.session.user_id
+        if (backend.index, user) in self._forget_ready:
+            return
+        if any(self._pool.is_running(lane) for lane in self._lanes.of_user(backend, user) if lane is not forget_lane):
+            return  # looked at again when that call returns (_finish)
+        self._forget_ready.add((backend.index, user))
+        self._pool.ready(forget_lane)
+
+    def _forget_ended(self, lane: Lane) -> None:
+        """(Under the lock.) A user's forget lane finished an operation: the next forget runs at once (the user's
+        lanes are held, none in flight); with none left, the lanes held back are released."""
+        if lane.ops:
             self._pool.ready(lane)
+            return
+        lane.scheduled = False
+        self._forget_ready.discard((lane.backend.index, lane.session.user_id))
+        for held in self._holds.pop((lane.backend.index, lane.session.user_id), []):
+            if held.ops:
+                self._pool.ready(held)
+            else:
+                held.scheduled = False
+        self._lanes.retire_if_clean(lane)
 
     def _spill(self, i: int, seq: int) -> None:
         self._bound.spill(i, seq)
@@ -205,8 +303,13 @@ class Scheduler:
         with self._lock:
             bound = self._bound
             for entry in entries:
-                lane = self._lanes.get(backend, entry.session)
                 bound.loaded(i, entry.seq)
+                if entry.kind == FORGET:
+                    self._enter_forget(backend, entry.session, entry.seq)
+                    if entry.seq <= bound.replayed_up_to[i]:
+                        replayed.append(entry)
+                    continue
+                lane = self._lanes.get(backend, entry.session)
                 if entry.seq <= bound.replayed_up_to[i]:
                     op = Lanes.replayed(lane, entry.kind, entry.payload, entry.seq)
                     replayed.append(entry)
@@ -232,7 +335,13 @@ class Scheduler:
         if self._observers:
             for entry in replayed:
                 self._observers.emit(
-                    Event(kind="replayed", backend=backend.name, operation=entry.kind, session_id=entry.session.id)
+                    Event(
+                        kind="replayed",
+                        backend=backend.name,
+                        operation=entry.kind,
+                        session_id=entry.session.id or None,
+                        user_id=entry.session.user_id,
+                    )
                 )
 
     def adopt(self, claim: Claim) -> int:
@@ -247,7 +356,13 @@ class Scheduler:
         if self._observers:
             for key, session in claim.owed:
                 self._observers.emit(
-                    Event(kind="owes_commit", backend=self._by_key[key].name, operation=COMMIT, session_id=session.id)
+                    Event(
+                        kind="owes_commit",
+                        backend=self._by_key[key].name,
+                        operation=COMMIT,
+                        session_id=session.id,
+                        user_id=session.user_id,
+                    )
                 )
         return claim.total
 
@@ -278,7 +393,21 @@ class Scheduler:
     # -- running an operation (lane workers) -----------------------------------------------------------------------
 
     def _run(self, lane: Lane, op: Op) -> None:
-        self._finish(lane, op, self._execute(lane, op))
+        if op.kind == FORGET:
+            error, kept = self._execute_forget(lane)
+            self._finish(lane, op, error, kept)
+        else:
+            self._finish(lane, op, self._execute(lane, op))
+
+    def _execute_forget(self, lane: Lane) -> tuple[BaseException | None, str | None]:
+        backend = lane.backend
+        if "forget" not in backend.capabilities:
+            return None, CANNOT_FORGET
+        try:
+            kept = backend.call("memcore_forget", user_id=lane.session.user_id, session_id=lane.session.id or None)
+        except Exception as exc:
+            return exc, None
+        return None, kept if isinstance(kept, str) and kept else None
 
     def _execute(self, lane: Lane, op: Op) -> BaseException | None:
         backend = lane.backend
@@ -294,28 +423,33 @@ class Scheduler:
             return exc
         return None
 
-    def _finish(self, lane: Lane, op: Op, error: BaseException | None) -> None:
+    def _finish(self, lane: Lane, op: Op, error: BaseException | None, kept: str | None = None) -> None:
         if error is not None and is_transient(error) and self._retry_later(lane, op, error):
             return
         failure = None
         if error is not None:
             failure = Failure(
-                backend=lane.backend.name, operation=op.kind, session_id=lane.session.id, error=repr(error)
+                backend=lane.backend.name,
+                operation=op.kind,
+                session_id=lane.session.id or None,
+                error=repr(error),
+                user_id=lane.session.user_id,
             )
             self._warn(failure)
-        self._emit("failed" if failure else ("committed" if op.kind == COMMIT else "delivered"), lane, op.kind, failure)
+        self._emit("failed" if failure else _DONE.get(op.kind, "delivered"), lane, op.kind, failure)
         journal = self._journal
         if journal is not None:
             key = lane.backend.key
-            commits = lane.backend.commits
             if failure is not None:
                 journal.fail(op.seq, failure.error)
                 if op.kind == COMMIT:  # the failed row is the record now; `memcore retry` sends it again
-                    journal.settle(key, lane.session.id)
-            elif not commits:
+                    journal.settle(key, lane.session)
+            elif op.kind == FORGET:  # nothing of the scope is left to commit
+                journal.ack(op.seq, settles=(key, lane.session))
+            elif not lane.backend.commits:
                 journal.ack(op.seq)
             elif op.kind == COMMIT:
-                journal.ack(op.seq, settles=(key, lane.session.id))
+                journal.ack(op.seq, settles=(key, lane.session))
             else:  # delivered and not committed: the journal keeps the debt across a crash
                 journal.ack(op.seq, owes=(key, lane.session))
         with self._lock:
@@ -326,12 +460,23 @@ class Scheduler:
                 self._counts["failed"] += 1
                 self._failures.append(failure)
             else:
-                self._counts["committed" if op.kind == COMMIT else "delivered"] += 1
-            if lane.ops:
-                self._pool.ready(lane)
+                self._counts[_DONE.get(op.kind, "delivered")] += 1
+            if op.kind == FORGET:
+                handle = self._forgets.pop(op.seq, None)
+                if handle is not None:
+                    handle._answered(lane.backend.name, kept, failure)
+            if lane.session.id == "":  # a user's forget lane
+                self._forget_ended(lane)
+            elif lane.ops:
+                if not (self._holds and self._held(lane)):
+                    self._pool.ready(lane)
             else:
                 lane.scheduled = False
                 self._lanes.retire_if_clean(lane)
+            if self._holds:  # a user's forget may wait for this call
+                forget_lane = self._lanes.find(lane.backend, "", lane.session.user_id)
+                if forget_lane is not None and forget_lane.ops and forget_lane is not lane:
+                    self._start_forget_when_quiet(forget_lane)
             if self._bound.spilled_total:
                 self._start_reloads()
             if self._waiters:
@@ -375,8 +520,9 @@ class Scheduler:
                     kind=kind,
                     backend=lane.backend.name,
                     operation=operation,
-                    session_id=lane.session.id,
+                    session_id=lane.session.id or None,
                     error=failure.error if failure else error,
+                    user_id=lane.session.user_id,
                 )
             )
 

@@ -33,6 +33,12 @@ def session_id(value: object, what: str = "session id") -> str:
     return value
 
 
+def user_id(value: object) -> str | None:
+    """Return ``value`` if it is None (the default user) or a valid user id (the rules of session ids), else raise
+    :class:`InvalidSessionId`."""
+    return None if value is None else session_id(value, "user id")
+
+
 def text(value: object, what: str) -> str:
     """Return ``value`` if it is storable text, else raise :class:`InvalidContent`."""
     if not isinstance(value, str):

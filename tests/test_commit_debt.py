@@ -85,7 +85,8 @@ def test_a_clean_close_commits_and_leaves_no_debt(make_memory, memcore_home):
 def _dead_debt(path: Path, owner: str, session_id: str) -> None:
     with sqlite3.connect(path) as db:
         db.execute(
-            "INSERT INTO debts (owner, backend, session_id, parent_id, created) VALUES (?, 'rec', ?, NULL, ?)",
+            "INSERT INTO debts (owner, backend, user_id, session_id, parent_id, created) "
+            "VALUES (?, 'rec', '', ?, NULL, ?)",
             (owner, session_id, time.time()),
         )
     db.close()
