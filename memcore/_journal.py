@@ -388,26 +388,29 @@ class Journal:
                     next_log = time.monotonic() + _LOG_EVERY
                 delay = min(max(delay * 2, _RETRY_FIRST), _RETRY_MAX)
                 continue
+            # Said before it is published: whoever waits on this batch then finds it in the log.
+            refusal = None
+            if refused:
+                row, problem = refused[-1]
+                refusal = (
+                    f"{len(refused)} operations could not be written to the journal {self.path} (they are "
+                    f"delivered without it; the last: a {row[5]} of session {row[3]!r}: "
+                    f"{type(problem).__name__}: {problem})"
+                )
+                log.error("memcore: %s", refusal)
+            if delay:
+                log.warning("memcore: the journal %s is written again", self.path)
+                delay, next_log = 0.0, 0.0
             with self._cond:
                 self._writing = {}
                 self._durable = max(self._durable, generation)
-                if refused:
-                    row, problem = refused[-1]
-                    self._refused = (
-                        f"{len(refused)} operations could not be written to the journal {self.path} (they are "
-                        f"delivered without it; the last: a {row[5]} of session {row[3]!r}: "
-                        f"{type(problem).__name__}: {problem})"
-                    )
+                if refusal is not None:
+                    self._refused = refusal
                     if self._lost and self._lost[-1][1] >= floor:  # adjoining: one range
                         floor = self._lost.pop()[0]
                     self._lost.append((floor, generation))
                 self._write_error = None
                 self._cond.notify_all()
-            if refused:
-                log.error("memcore: %s", self._refused)
-            if delay:
-                log.warning("memcore: the journal %s is written again", self.path)
-                delay, next_log = 0.0, 0.0
 
     def _write(
         self,

@@ -183,10 +183,13 @@ class Lanes:
 
     @staticmethod
     def drop(lane: Lane) -> list[Op]:
-        """Take every queued operation out of ``lane`` (not the one in flight: it is not queued) and mark what it has
-        counted as needing no commit: a forget of its scope follows, and erases it."""
-        dropped = list(lane.ops)
-        lane.ops.clear()
+        """Take every queued operation but forgets out of ``lane`` (not the one in flight: it is not queued) and mark
+        what it has counted as needing no commit: a forget of its scope follows, and erases it."""
+        dropped = [op for op in lane.ops if op.kind != FORGET]
+        if len(dropped) == len(lane.ops):
+            lane.ops.clear()
+        else:
+            lane.ops = collections.deque(op for op in lane.ops if op.kind == FORGET)
         lane.finished += len(dropped)
         lane.attempts = 0
         lane.committed = max(lane.committed, lane.written)

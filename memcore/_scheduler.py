@@ -223,6 +223,7 @@ class Scheduler:
         user = session.user_id
         scope = [self._lanes.get(backend, session)] if session.id else self._lanes.of_user(backend, user)
         handle = self._forgets.get(seq)
+        held = self._holds.setdefault((backend.index, user), []) if not session.id else None
         for lane in scope:
             dropped = Lanes.drop(lane)
             if not dropped:
@@ -230,6 +231,12 @@ class Scheduler:
             if not self._pool.is_running(lane):
                 self._pool.withdraw(lane)
                 lane.scheduled = False
+                if lane.ops and held is not None and lane.session.id:  # a session's forget: after the user's
+                    lane.scheduled = True
+                    held.append(lane)
+                elif lane.ops:
+                    lane.scheduled = True
+                    self._pool.ready(lane)
             for op in dropped:  # (no event: observers are never called under the lock; the handle counts them)
                 self._bound.released(backend.index)
                 self._journal_ack(op.seq)
@@ -240,7 +247,6 @@ class Scheduler:
         if session.id:
             self._append(lane, op)
             return
-        self._holds.setdefault((backend.index, user), [])
         lane.ops.append(op)
         lane.added += 1
         self._bound.held(backend.index)
