@@ -1,6 +1,9 @@
 """memcore: the session lifecycle of long-term agent memory, written once, for any memory service.
 
-See ``DESIGN.md`` for the guarantees. The public names are re-exported here; everything else is private.
+The public names are re-exported here; everything else is private. The guide is ``README.md``, which is also this
+package's long description (``importlib.metadata.metadata("memcore").get_payload()``); the guarantees (G1 to G12), the
+backend contract and the rest are in ``docs/`` of the source distribution and the repository: ``docs/design.md``,
+``docs/backends.md``, ``docs/http.md``, ``docs/reliability.md``, ``docs/cli.md``, ``docs/conformance.md``.
 """
 
 from ._errors import (

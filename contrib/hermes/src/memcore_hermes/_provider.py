@@ -181,6 +181,7 @@ class MemcoreMemoryProvider(_Base):  # type: ignore[misc,valid-type,unused-ignor
         self._writes = True
         self._turns_here = 0  # on_turn_start calls since the lifecycle last switched
         self._left: str | None = None  # the session the agent left while hermes' worker still holds its switch
+        self._asked: str | None = None  # the query of the latest turn's prefetch (hermes queues the next with it)
         self._lock = threading.Lock()  # guards initialize/shutdown only; the hooks use the lifecycle's own safety
         self._closed: memcore.Report | None = None
 
@@ -396,32 +397,42 @@ class MemcoreMemoryProvider(_Base):  # type: ignore[misc,valid-type,unused-ignor
     # -- recall -------------------------------------------------------------------------------------------------
 
     def queue_prefetch(self, query: str, *, session_id: str = "") -> None:
+        """Start the next turn's search (hermes queues it with the query of the turn that just ended). Skipped when it
+        is no longer the latest turn's: for a session the agent has left, or when a later turn already searched
+        (hermes' worker runs behind the agent), since the next turn would get that later turn's prefetch anyway."""
         lc = self._lc
         if lc is None or not query:
             return
         if session_id and session_id != lc.session_id:
             return  # asked for a session the agent has already left: its recall would be stale
+        asked = self._asked
+        if asked is not None and query != asked:
+            return  # a later turn's prefetch already ran; its own queue_prefetch follows on hermes' worker
         try:
             lc.queue_prefetch(query, limit=self._config["recall_limit"], timeout=self._config["prefetch_timeout"])
         except Exception as exc:
             log.debug("memcore: queue_prefetch failed: %r", exc)
 
     def prefetch(self, query: str, *, session_id: str = "") -> str:
-        """The prefetched recall if one is ready for this session and generation, else a live recall; both within
-        ``prefetch_timeout``."""
+        """This turn's recall, one search at most, within ``prefetch_timeout``: the prefetch queued after the previous
+        turn if it was queued in this session and generation, whatever it found (nothing included), and even if it is
+        still running when the budget ends (then nothing is injected); a live recall only when none was queued or a
+        switch made it stale."""
         lc, memory = self._lc, self._memory
         if lc is None or memory is None or not query:
             return ""
+        self._asked = query
         try:
             budget = self._config["prefetch_timeout"]
+            limit = self._config["recall_limit"]
             if (session_id and session_id != lc.session_id) or self._left == lc.session_id:
                 # The agent is ahead of hermes' worker (a /new whose switch is still queued there): the lifecycle is
                 # in the old session, so recall for the user, not for a session the agent has left.
-                return format_recollections(memory.recall(query, limit=self._config["recall_limit"], timeout=budget))
-            found = lc.take_prefetch(timeout=budget)
-            if not found:
-                found = lc.recall(query, limit=self._config["recall_limit"], timeout=budget)
-            return format_recollections(found)
+                return format_recollections(memory.recall(query, limit=limit, timeout=budget))
+            prefetched = lc.take_prefetch_result(timeout=budget)
+            if prefetched.state in ("none", "stale"):
+                return format_recollections(lc.recall(query, limit=limit, timeout=budget))
+            return format_recollections(prefetched.recollections)  # ready (perhaps empty), or pending past the budget
         except Exception as exc:
             log.debug("memcore: prefetch failed: %r", exc)
             return ""
