@@ -40,9 +40,10 @@ class BackendSpec:
 
     @hookspec
     def memcore_open_session(self, session: Session) -> None:
-        """Open ``session`` on the service. Called once per (backend, session), on a lane worker, before the first
-        write, note or commit of that session reaches the backend. If it raises, the operation that needed it fails
-        and the next operation of the session tries to open it again."""
+        """Open ``session`` on the service. Called on a lane worker before the first write, note or commit of that
+        session reaches the backend in this process (again in a new process, after a replay, and for a session whose
+        lane was retired long ago: it must be idempotent). If it raises, the operation that needed it fails and the
+        next operation of the session tries to open it again."""
 
     @hookspec
     def memcore_write(self, session: Session, messages: Sequence[Message]) -> None:

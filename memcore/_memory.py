@@ -9,7 +9,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,13 @@ class Memory:
     when the next Memory starts. ``durability="group"`` writes the journal in the background (the caller never waits
     for the disk; a crash can lose what was accepted during the one write in progress); ``"sync"`` makes every call
     wait until its operation is on disk.
+
+    Sessions that never end (a chat gateway's, which may never see ``/new`` nor an exit): ``commit_after_turns=N``
+    commits a session once ``N`` writes (turns or notes) are uncommitted, ``commit_after_idle=S`` once a dirty session
+    has had no write for ``S`` seconds (one timer on the worker pool, no thread per session); with neither, a session
+    is committed at its boundaries and at close only. ``clock`` (default ``time.monotonic``) is the clock the idle
+    commit, stalls and backoffs read; tests give a controllable one and call ``memory._scheduler.wake()`` after moving
+    it.
     """
 
     def __init__(
@@ -89,6 +96,9 @@ class Memory:
         journal: bool | str | os.PathLike[str] = True,
         durability: str = "group",
         strict: bool | None = None,
+        commit_after_turns: int | None = None,
+        commit_after_idle: float | None = None,
+        clock: Callable[[], float] | None = None,
     ):
         strict = registry.strict_mode() if strict is None else strict
         settings = dict(settings or {})
@@ -146,8 +156,16 @@ class Memory:
             per_backend_workers=per_backend_workers,
             stall_after=stall_after,
             max_stalled=max_stalled,
+            commit_after_turns=commit_after_turns,
+            commit_after_idle=commit_after_idle,
+            clock=clock or time.monotonic,
         )
-        self._scheduler = Scheduler(journal=self._journal, **self._config)
+        try:
+            self._scheduler = Scheduler(journal=self._journal, **self._config)
+        except BaseException:  # a bad setting: nothing is left running, the journal keeps nothing of this owner
+            if self._journal is not None:
+                self._journal.close(EXIT_TIMEOUT)
+            raise
         if self._journal is not None:
             claim = self._journal.claim([b.key for b in self._backends], self._scheduler.reserve)
             if claim.total:

@@ -54,6 +54,7 @@ class WorkerPool:
         self._next = 0  # round-robin position over backends
         self._delayed: list[tuple[float, int, Lane]] = []  # lanes waiting out a backoff, by due time
         self._chores: collections.deque[Job] = collections.deque()  # work that is no backend call (journal reloads)
+        self._timer: tuple[float, Job] | None = None  # one job to run at a clock time (idle commits)
         # Stalls: each backend's part of max_stalled, its calls past stall_after, the calls in flight, when the next
         # one would stall, and how many lane threads may be alive now (workers + the stalled calls stood in for).
         self._stall_after = stall_after
@@ -100,6 +101,16 @@ class WorkerPool:
         """Run ``job`` on the next free worker (before any lane)."""
         self._chores.append(job)
         self._cond.notify()
+
+    def timer(self, due: float, job: Job) -> None:
+        """Run ``job`` on a worker once the clock reaches ``due`` (one timer: a later call replaces it). An idle
+        worker wakes for it; no thread of its own."""
+        self._timer = (due, job)
+        self._cond.notify()
+
+    def wake(self) -> None:
+        """Have waiting workers look at the clock again (after a test moved a controllable clock)."""
+        self._cond.notify_all()
 
     def relieve(self) -> None:
         """Mark calls that have run past ``stall_after``; while runnable work waits and no worker is idle, start a
@@ -201,7 +212,11 @@ class WorkerPool:
         return None
 
     def _wake_in(self, now: float) -> float | None:
-        due = min(self._delayed[0][0] if self._delayed else math.inf, self._next_check)
+        due = min(
+            self._delayed[0][0] if self._delayed else math.inf,
+            self._next_check,
+            self._timer[0] if self._timer is not None else math.inf,
+        )
         return None if due == math.inf else max(due - now, 0.0)
 
     def _next_job(self) -> Job | tuple[Lane, Op] | None:
@@ -213,6 +228,10 @@ class WorkerPool:
             if self._chores:
                 return self._chores.popleft()
             now = self._clock()
+            if self._timer is not None and self._timer[0] <= now:
+                job = self._timer[1]
+                self._timer = None
+                return job
             if now >= self._next_check:
                 self._mark_stalled(now)
             lane = self._pick(now)

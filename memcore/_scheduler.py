@@ -67,6 +67,8 @@ class Scheduler:
         max_stalled: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        commit_after_turns: int | None = None,
+        commit_after_idle: float | None = None,
     ):
         if workers < 1 or recall_workers < 1:
             raise ValueError("workers and recall_workers must be at least 1")
@@ -77,6 +79,18 @@ class Scheduler:
             raise ValueError("stall_after must be positive (or None: never)")
         if max_stalled is not None and max_stalled < 0:
             raise ValueError("max_stalled must be at least 0")
+        if commit_after_turns is not None and (
+            not isinstance(commit_after_turns, int) or isinstance(commit_after_turns, bool) or commit_after_turns < 1
+        ):
+            raise ValueError(f"commit_after_turns must be a positive integer or None, not {commit_after_turns!r}")
+        if commit_after_idle is not None and not (
+            isinstance(commit_after_idle, (int, float))
+            and not isinstance(commit_after_idle, bool)
+            and commit_after_idle > 0
+        ):
+            raise ValueError(
+                f"commit_after_idle must be a positive number of seconds or None, not {commit_after_idle!r}"
+            )
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)  # lane workers wait on it
         self._progress = threading.Condition(self._lock)  # flush and close wait on it
@@ -102,6 +116,13 @@ class Scheduler:
         self._forgets: dict[int, Forgetting] = {}  # by sequence number: the handle a forget's answer goes to
         self._holds: dict[tuple[int, str | None], list[Lane]] = {}  # (backend, user) -> the lanes held back
         self._forget_ready: set[tuple[int, str | None]] = set()  # ... whose forget lane the pool has
+        # Commit policies (sessions that never end): a commit after this many writes since the last one, or once a
+        # dirty session has had no write for this long. The idle ones wait in order of their last write: the oldest
+        # first, so one pool timer (no thread) for the oldest is enough.
+        self._after_turns = commit_after_turns
+        self._after_idle = commit_after_idle
+        self._last_write: collections.OrderedDict[Lane, float] = collections.OrderedDict()
+        self._idle_timer = False
         self.recall = RecallPool(backends=len(backends), workers=recall_workers)
         self._pool = WorkerPool(
             cond=self._work,
@@ -146,6 +167,48 @@ class Scheduler:
                     else:
                         lane.in_memory = lane.written
                         self._append(lane, Op(kind, piece, lane.written, seq))
+                if backend.commits and (self._after_turns is not None or self._after_idle is not None):
+                    self._commit_policies(lane)
+
+    def _commit_policies(self, lane: Lane) -> None:
+        """(Under the lock, after a write.) ``commit_after_turns``: commit once that many writes are uncommitted;
+        ``commit_after_idle``: note the write's time, for the idle commit."""
+        if (
+            self._after_turns is not None
+            and lane.written - max(lane.committed, lane.commit_covers) >= self._after_turns
+        ):
+            self._queue_commit(lane)
+        if self._after_idle is not None:
+            self._last_write[lane] = self._clock()
+            self._last_write.move_to_end(lane)
+            if not self._idle_timer:
+                self._idle_timer = True
+                self._pool.timer(self._clock() + self._after_idle, self._idle_commits)
+
+    def _idle_commits(self) -> None:
+        """(On a worker, from the pool's timer.) Commit the dirty sessions that have had no write for
+        ``commit_after_idle`` seconds; wake again for the next one."""
+        assert self._after_idle is not None
+        with self._lock:
+            now = self._clock()
+            while self._last_write:
+                lane, last = next(iter(self._last_write.items()))
+                if last + self._after_idle > now:
+                    self._pool.timer(last + self._after_idle, self._idle_commits)
+                    return
+                del self._last_write[lane]
+                if (
+                    not self._closed
+                    and Lanes.wants_commit(lane)
+                    and self._lanes.find(lane.backend, lane.session.id, lane.session.user_id) is lane
+                ):
+                    self._queue_commit(lane)
+            self._idle_timer = False
+
+    def wake(self) -> None:
+        """Have the workers look at the clock again (tests that move a controllable clock call it)."""
+        with self._lock:
+            self._pool.wake()
 
     def request_commit(self, backends: Iterable[Backend], session: Session) -> int:
         """Queue a commit of ``session`` on each backend where it is dirty and not already covered (G4).
