@@ -46,17 +46,25 @@ class BackendSpec:
         next operation of the session tries to open it again."""
 
     @hookspec
-    def memcore_write(self, session: Session, messages: Sequence[Message]) -> None:
+    def memcore_write(self, session: Session, messages: Sequence[Message], key: str, attempt: int) -> None:
         """Store one turn's ``messages`` in ``session``. Called on a lane worker, in the order the runtime made the
-        calls, one at a time per (backend, session). Required: every backend implements it."""
+        calls, one at a time per (backend, session). Required: every backend implements it.
+
+        ``key`` (take it by naming it; optional) is the operation's idempotency key: unique, and the same on every
+        retry and every replay after a crash, so a backend that stores it once per key stores a turn once even when
+        a call reached the service and its reply was lost. ``attempt`` (optional too) is 1 when no call with this key
+        can have reached the service before, and more when one may have: a retry after a transient failure (the
+        failure may have come after the service stored it), or an operation taken over from a process that is gone.
+        A backend whose service keeps no keys may check, when ``attempt > 1``, whether the earlier call landed. The
+        same holds for notes and commits."""
 
     @hookspec
-    def memcore_remember(self, session: Session, note: Note) -> None:
+    def memcore_remember(self, session: Session, note: Note, key: str, attempt: int) -> None:
         """Store a note the agent chose to remember, made while ``session`` was current. Ordered with the session's
-        writes, on a lane worker."""
+        writes, on a lane worker. ``key`` and ``attempt``: as for ``memcore_write``."""
 
     @hookspec
-    def memcore_commit(self, session: Session) -> None:
+    def memcore_commit(self, session: Session, key: str, attempt: int) -> None:
         """Commit ``session``: the service may now extract memories from it. Called on a lane worker only after
         every write and note accepted for the session before the commit was asked for has finished, and never while
         one of them is in flight. Called at most once per change: not again until something new is written."""

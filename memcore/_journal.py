@@ -34,7 +34,8 @@ _Row = tuple[Any, ...]  # buffered: owner, seq, backend, session, parent, kind, 
 
 #: 2 added ``owners.pid_start`` and ``owners.boot_id`` (an owner is alive only if its very process is: :func:`_alive`);
 #: 3 added ``debts``: the sessions whose delivered writes no commit covers yet (committed once at the next start), and
-#: ``ops.user_id``: whose session it is (NULL: the default user).
+#: ``ops.user_id``: whose session it is (NULL: the default user), and ``ops.op_key``: the idempotency key an operation
+#: was accepted with (NULL: ``owner:seq`` of its row; set from those when another owner takes it over).
 SCHEMA_VERSION = 3
 #: The tables every version of the journal has (how ``memcore`` recognises a journal of any version).
 TABLES = frozenset({"owners", "ops"})
@@ -43,7 +44,12 @@ _RETRY_FIRST = 0.01  # after a failed write, the writer waits this long before t
 _RETRY_MAX = 0.5  # ... up to this (durability="sync" calls wait for the next attempt's outcome)
 _LOG_EVERY = 30.0  # write failures are logged at most this often
 #: The owner columns added after version 1, added in place (``ALTER TABLE``) to a version-1 journal by :func:`_open`.
-_ADDED_COLUMNS = (("owners", "pid_start", "INTEGER"), ("owners", "boot_id", "TEXT"), ("ops", "user_id", "TEXT"))
+_ADDED_COLUMNS = (
+    ("owners", "pid_start", "INTEGER"),
+    ("owners", "boot_id", "TEXT"),
+    ("ops", "user_id", "TEXT"),
+    ("ops", "op_key", "TEXT"),
+)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS owners (
     owner TEXT PRIMARY KEY, pid INTEGER, host TEXT, started REAL NOT NULL, pid_start INTEGER, boot_id TEXT
@@ -60,6 +66,7 @@ CREATE TABLE IF NOT EXISTS ops (
     last_error TEXT,
     created REAL NOT NULL,
     user_id TEXT,
+    op_key TEXT,
     PRIMARY KEY (owner, seq)
 );
 CREATE TABLE IF NOT EXISTS debts (
@@ -85,6 +92,7 @@ class Entry:
     payload: Any
     status: str = "pending"
     last_error: str | None = None
+    key: str | None = None  #: the idempotency key it was accepted with, if another owner accepted it
 
 
 @attrs.frozen(kw_only=True)
@@ -501,8 +509,9 @@ class Journal:
                     debts.setdefault((key, user, sid), Session(id=sid, parent_id=parent, user_id=user or None))
             base = first_seq(count + len(debts)) if callable(first_seq) else first_seq
             if count:
+                # The key it was accepted with goes along: a retry after the takeover is still the same call.
                 db.execute(
-                    "UPDATE ops SET owner = ?, status = 'spilled', "
+                    "UPDATE ops SET owner = ?, status = 'spilled', op_key = coalesce(op_key, owner || ':' || seq), "
                     "seq = ? + (SELECT n FROM claim_order WHERE o = ops.owner AND s = ops.seq) "
                     "WHERE (owner, seq) IN (SELECT o, s FROM claim_order)",
                     (self.owner, base),
@@ -551,13 +560,20 @@ class Journal:
         if self._reader is None:
             self._reader = _connect(self.path)
         rows = self._reader.execute(
-            "SELECT seq, backend, session_id, parent_id, kind, payload, user_id FROM ops "
+            "SELECT seq, backend, session_id, parent_id, kind, payload, user_id, op_key FROM ops "
             "WHERE owner = ? AND status = 'spilled' AND backend = ? AND seq > ? ORDER BY seq LIMIT ?",
             (self.owner, backend, after, limit),
         ).fetchall()
         entries = [
-            Entry(seq=seq, backend=b, session=Session(id=sid, parent_id=p, user_id=u), kind=k, payload=decode(k, data))
-            for seq, b, sid, p, k, data, u in rows
+            Entry(
+                seq=seq,
+                backend=b,
+                session=Session(id=sid, parent_id=p, user_id=u),
+                kind=k,
+                payload=decode(k, data),
+                key=key,
+            )
+            for seq, b, sid, p, k, data, u, key in rows
             if seq not in found
         ]
         if found:

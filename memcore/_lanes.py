@@ -33,6 +33,7 @@ class Op(NamedTuple):
     payload: Any  #: the messages of a turn, a Note, or None for a commit
     epoch: int  #: a write's or note's place in its lane's count; for a commit, the count it covers
     seq: int  #: its sequence number (journal row)
+    key: str | None = None  #: its idempotency key if it was accepted elsewhere (taken over at start); else made of seq
 
 
 class Lane:
@@ -139,16 +140,16 @@ class Lanes:
         return Op(COMMIT, None, lane.written, seq)
 
     @staticmethod
-    def loaded(lane: Lane, kind: str, payload: Any, seq: int) -> Op:
+    def loaded(lane: Lane, kind: str, payload: Any, seq: int, key: str | None = None) -> Op:
         """The Op of a spilled operation loaded back from the journal, in order."""
         if kind != COMMIT:
             lane.in_memory += 1
         else:
             lane.spilled_commits -= 1
-        return Op(kind, payload, lane.in_memory, seq)
+        return Op(kind, payload, lane.in_memory, seq, key)
 
     @staticmethod
-    def replayed(lane: Lane, kind: str, payload: Any, seq: int) -> Op | None:
+    def replayed(lane: Lane, kind: str, payload: Any, seq: int, key: str | None = None) -> Op | None:
         """The Op of an operation left by a process that is gone, loaded back from the journal in order (it counts in
         its lane now, since this process never accepted it); ``None`` for a commit right behind another commit (it
         covers nothing new). A replayed commit otherwise runs even if nothing new is written: the journal says it was
@@ -162,7 +163,7 @@ class Lanes:
             lane.in_memory += 1
             if lane.spilled_commits:  # a commit accepted here runs after it, so it covers it too
                 lane.commit_covers = max(lane.commit_covers, lane.written)
-        return Op(kind, payload, lane.in_memory, seq)
+        return Op(kind, payload, lane.in_memory, seq, key)
 
     # -- completion ------------------------------------------------------------------------------------------------
 

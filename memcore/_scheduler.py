@@ -111,6 +111,9 @@ class Scheduler:
         self._closed = False
         self._stopping = False
         self._on_quiet: Callable[[], None] | None = None
+        # Idempotency keys: ``origin:seq``, the same on every retry and (kept in the journal) every replay. The origin
+        # is the journal's owner id (start time, host, pid: unique), or without a journal one made up the same way.
+        self._origin = journal.owner if journal is not None else f"{time.time_ns():020d}:{id(self):x}:nojournal"
         # Forgets (issue 13). A user's forget runs in that user's forget lane (session id ""), once no call of the
         # user's lanes on that backend is in flight; meanwhile those lanes are held: what they get waits for it.
         self._forgets: dict[int, Forgetting] = {}  # by sequence number: the handle a forget's answer goes to
@@ -380,13 +383,13 @@ class Scheduler:
                     continue
                 lane = self._lanes.get(backend, entry.session)
                 if entry.seq <= bound.replayed_up_to[i]:
-                    op = Lanes.replayed(lane, entry.kind, entry.payload, entry.seq)
+                    op = Lanes.replayed(lane, entry.kind, entry.payload, entry.seq, entry.key)
                     replayed.append(entry)
                     if op is None:
                         self._journal.ack(entry.seq)  # a second commit in a row covers nothing new
                         continue
                 else:
-                    op = Lanes.loaded(lane, entry.kind, entry.payload, entry.seq)
+                    op = Lanes.loaded(lane, entry.kind, entry.payload, entry.seq, entry.key)
                 self._append(lane, op)
             if not entries and bound.spilled[i]:
                 log.error("memcore: %d spilled operations of %s were not found in the journal", bound.spilled[i], i)
@@ -484,10 +487,13 @@ class Scheduler:
             if not lane.opened:
                 backend.call("memcore_open_session", session=lane.session)
                 lane.opened = True
+            key = op.key or f"{self._origin}:{op.seq}"
+            attempt = lane.attempts + (2 if op.key is not None else 1)  # taken over: it may have been sent before
             if op.kind == COMMIT:
-                backend.call("memcore_commit", session=lane.session)
+                backend.call("memcore_commit", session=lane.session, key=key, attempt=attempt)
             else:
-                backend.call(_HOOKS[op.kind], session=lane.session, **{_ARG[op.kind]: op.payload})
+                args = {_ARG[op.kind]: op.payload}
+                backend.call(_HOOKS[op.kind], session=lane.session, key=key, attempt=attempt, **args)
         except Exception as exc:
             return exc
         return None
