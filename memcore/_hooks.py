@@ -31,6 +31,7 @@ BACKEND_HOOKS = (
     "memcore_recall",
     "memcore_history",
     "memcore_forget",
+    "memcore_rewind",
     "memcore_close",
 )
 
@@ -84,6 +85,13 @@ class BackendSpec:
         """Optional read-back: the messages stored for ``session``, in the order they were stored. Used by tests and
         the conformance suite to check order and placement."""
         raise NotImplementedError
+
+    @hookspec
+    def memcore_rewind(self, session: Session, turns: int) -> None:
+        """Remove the last ``turns`` turns (writes) stored in ``session``: the runtime undid them (``/undo``). Called on
+        a lane worker after the session's earlier operations finished; turns that had not reached the backend yet
+        were dropped by the core and are not counted in ``turns``. Optional: a backend without it keeps undone turns
+        that were already delivered."""
 
     @hookspec
     def memcore_forget(self, user_id: str | None, session_id: str | None) -> str | None:

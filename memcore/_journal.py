@@ -113,6 +113,8 @@ def encode(kind: str, payload: Any) -> str | None:
     """JSON for a turn (its messages) or a note. Written out by hand: ``attrs.asdict`` is half the writer's time."""
     if payload is None:
         return None
+    if kind == "rewind":  # how many turns
+        return str(int(payload))
     if isinstance(payload, Note):
         data: Any = {"text": payload.text, "kind": payload.kind, "metadata": dict(payload.metadata)}
     else:
@@ -124,6 +126,8 @@ def decode(kind: str, text: str | None) -> Any:
     if text is None:
         return None
     data = json.loads(text)
+    if kind == "rewind":
+        return int(data)
     if kind == "remember":
         return Note(**data)
     return tuple(message_from(m["role"], m["content"], m) for m in data)

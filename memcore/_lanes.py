@@ -19,6 +19,7 @@ WRITE = "write"
 NOTE = "remember"
 COMMIT = "commit"
 FORGET = "forget"  #: erase a session (in its lane) or a user (in the user's forget lane, session id "")
+REWIND = "rewind"  #: remove the last turns of a session that were delivered (payload: how many)
 
 #: How many retired sessions' ids a backend that opens sessions remembers as opened (the most recent ones). A lane
 #: that comes back after more sessions than this were opened since opens its session again, so ``memcore_open_session``
@@ -195,6 +196,25 @@ class Lanes:
         lane.attempts = 0
         lane.committed = max(lane.committed, lane.written)
         lane.commit_covers = max(lane.commit_covers, lane.written)
+        return dropped
+
+    @staticmethod
+    def undo(lane: Lane, turns: int) -> list[Op]:
+        """Take up to ``turns`` of the latest queued writes out of ``lane`` (a rewind): from its tail back, past
+        notes, stopping at a commit (what a queued commit covers stays) or a rewind. Returns them; the lane counts
+        them no more."""
+        dropped: list[Op] = []
+        kept: list[Op] = []
+        while lane.ops and len(dropped) < turns:
+            op = lane.ops[-1]
+            if op.kind in (COMMIT, REWIND, FORGET):
+                break
+            lane.ops.pop()
+            (dropped if op.kind == WRITE else kept).append(op)
+        lane.ops.extend(reversed(kept))
+        lane.written -= len(dropped)
+        lane.in_memory -= len(dropped)
+        lane.finished += len(dropped)
         return dropped
 
     def retire_if_clean(self, lane: Lane) -> None:

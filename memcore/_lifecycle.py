@@ -125,11 +125,21 @@ class SessionLifecycle:
         """Ask for a commit of the current session (queued behind its writes; nothing happens if it is clean)."""
         self._memory._commit(self._state.session)
 
-    def switch(self, session_id: str, reason: str = "new", parent_session_id: str | None = None) -> None:
+    def switch(
+        self, session_id: str, reason: str = "new", parent_session_id: str | None = None, *, turns: int | None = None
+    ) -> None:
         """Move to ``session_id`` for ``reason`` (one of :data:`SWITCH_REASONS`); see G7. Bad input raises and
-        changes nothing."""
+        changes nothing.
+
+        ``turns`` (rewind only): how many of the session's latest turns the runtime undid. They are undone in
+        memory too: those not yet delivered are dropped, and a backend with ``memcore_rewind`` removes the ones it
+        already has (one without keeps them). ``None``: the rewind only invalidates recall, as before."""
         if reason not in SWITCH_REASONS:
             raise UnknownSwitchReason(f"unknown switch reason {reason!r}; expected one of {sorted(SWITCH_REASONS)}")
+        if turns is not None and (
+            reason != "rewind" or not isinstance(turns, int) or isinstance(turns, bool) or turns < 1
+        ):
+            raise InvalidSwitch(f"turns is for a rewind, and a positive integer: got turns={turns!r} for {reason!r}")
         new_id = check.session_id(session_id, "new session id")
         if parent_session_id is not None:
             check.session_id(parent_session_id, "parent session id")
@@ -155,6 +165,8 @@ class SessionLifecycle:
                 self._dropped = True
         if commit:
             self._memory._commit(old)
+        if turns is not None:
+            self._memory._rewind(old, turns)
 
     def forget(self) -> Forgetting:
         """Erase the current session (of this lifecycle's user) on every backend; see :meth:`Memory.forget`. Recall

@@ -379,6 +379,11 @@ class Memory:
         if not self._journal.wait_durable():
             self._journal.warn_not_durable()
 
+    def _rewind(self, session: Session, turns: int) -> None:
+        self._scheduler.rewind(self._backends, session, turns)
+        if self._sync_each:
+            self._sync_journal()
+
     def _commit(self, session: Session) -> None:
         self._scheduler.request_commit(self._committers, session)
 

@@ -76,7 +76,7 @@ def apply(lc: SessionLifecycle, event: ReplayEvent) -> None:
     elif isinstance(event, NoteEvent):
         lc.remember(event.text, kind=event.kind, metadata=event.metadata)
     elif isinstance(event, Switch):
-        lc.switch(event.session_id, reason=event.reason, parent_session_id=event.parent)
+        lc.switch(event.session_id, reason=event.reason, parent_session_id=event.parent, turns=event.turns)
     elif isinstance(event, End):
         lc.end()
     else:

@@ -45,6 +45,7 @@ class Switch:
     session_id: str
     reason: str
     parent: str | None
+    turns: int | None = None
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,12 @@ SCHEMA: dict[str, dict[str, tuple[str, bool]]] = {
     "session": {"id": ("a string", True)},
     "turn": {"user": ("a string", False), "assistant": ("a string", False), "messages": ("an array", False)},
     "note": {"text": ("a string", True), "kind": ("a string", False), "metadata": ("an object", False)},
-    "switch": {"id": ("a string", False), "reason": ("a string", True), "parent": ("a string or null", False)},
+    "switch": {
+        "id": ("a string", False),
+        "reason": ("a string", True),
+        "parent": ("a string or null", False),
+        "turns": ("an integer", False),
+    },
     "end": {},
     "recall": {"query": ("a string", True), "limit": ("an integer", False)},
 }
@@ -212,8 +218,11 @@ class _Parser:
         parent = obj.get("parent")
         if parent is not None:
             check.session_id(parent, "parent session id")
+        turns = obj.get("turns")
+        if turns is not None and (reason != "rewind" or turns < 1):
+            raise _Bad(f"switch: 'turns' is for a rewind, and at least 1 (got {turns} for {reason!r})")
         self.current = new_id
-        return Switch(n, new_id, reason, parent)
+        return Switch(n, new_id, reason, parent, turns)
 
     def _end(self, n: int, obj: Mapping[str, Any]) -> End:
         return End(n)

@@ -28,7 +28,7 @@ from typing import Any
 from ._errors import MemoryClosed, PendingLimitExceeded, TransientError
 from ._forget import CANNOT_FORGET, Forgetting
 from ._journal import Claim, Journal
-from ._lanes import COMMIT, FORGET, NOTE, WRITE, Lane, Lanes, Op
+from ._lanes import COMMIT, FORGET, NOTE, REWIND, WRITE, Lane, Lanes, Op
 from ._pending import PendingBound
 from ._plugins import Backend, Observers
 from ._pool import WorkerPool
@@ -43,7 +43,7 @@ log = logging.getLogger("memcore")
 _HOOKS = {WRITE: "memcore_write", NOTE: "memcore_remember"}
 _ARG = {WRITE: "messages", NOTE: "note"}
 #: What an operation that succeeded is counted and announced as.
-_DONE = {COMMIT: "committed", FORGET: "forgotten"}
+_DONE = {COMMIT: "committed", FORGET: "forgotten", REWIND: "rewound"}
 #: How many final failures a Report keeps (the count in ``Report.failed`` is exact).
 FAILURES_KEPT = 100
 #: A backend's failures are logged as warnings at most once per this many seconds (the Report counts every one).
@@ -259,6 +259,42 @@ class Scheduler:
         held.append(lane)
         return True
 
+    # -- rewind ------------------------------------------------------------------------------------------------------
+
+    def rewind(self, backends: tuple[Backend, ...], session: Session, turns: int) -> None:
+        """Undo the last ``turns`` turns of ``session`` on each backend: those not yet delivered are dropped here (and
+        from the journal); for the rest, a rewind operation asks the backend to remove them (``memcore_rewind``),
+        ordered after what is in flight. Journaled like any operation."""
+        journal = self._journal
+        with self._lock:
+            if self._closed:
+                raise MemoryClosed("this Memory is closed; it accepts no new work")
+            for backend in backends:
+                seq = next(self._seq)
+                spill = journal is not None and self._bound.must_spill(backend.index)
+                if journal is not None:  # the turns to undo in all; the ones dropped at entry are not sent
+                    journal.append(seq, backend.key, session, REWIND, turns, spilled=spill)
+                if spill:  # the latest turns are spilled too: they are in memory when the rewind is loaded
+                    self._spill(backend.index, seq)
+                else:
+                    self._enter_rewind(backend, session, seq, turns)
+
+    def _enter_rewind(self, backend: Backend, session: Session, seq: int, turns: int) -> None:
+        """(Under the lock.) Drop what of the last ``turns`` turns is queued, and queue a rewind of the rest for a
+        backend that can remove them."""
+        lane = self._lanes.get(backend, session)
+        dropped = Lanes.undo(lane, turns)
+        for op in dropped:
+            self._bound.released(backend.index)
+            self._journal_ack(op.seq)
+        left = turns - len(dropped)
+        if left > 0 and "rewind" in backend.capabilities:
+            self._append(lane, Op(REWIND, left, lane.written, seq))
+        else:
+            self._journal_ack(seq)
+            if not lane.ops and not lane.scheduled:
+                self._lanes.retire_if_clean(lane)
+
     # -- forget ------------------------------------------------------------------------------------------------------
 
     def forget(self, backends: tuple[Backend, ...], user_id: str | None, session_id: str | None) -> Forgetting:
@@ -376,6 +412,9 @@ class Scheduler:
             bound = self._bound
             for entry in entries:
                 bound.loaded(i, entry.seq)
+                if entry.kind == REWIND:
+                    self._enter_rewind(backend, entry.session, entry.seq, entry.payload)
+                    continue
                 if entry.kind == FORGET:
                     self._enter_forget(backend, entry.session, entry.seq)
                     if entry.seq <= bound.replayed_up_to[i]:
@@ -489,7 +528,9 @@ class Scheduler:
                 lane.opened = True
             key = op.key or f"{self._origin}:{op.seq}"
             attempt = lane.attempts + (2 if op.key is not None else 1)  # taken over: it may have been sent before
-            if op.kind == COMMIT:
+            if op.kind == REWIND:
+                backend.call("memcore_rewind", session=lane.session, turns=op.payload)
+            elif op.kind == COMMIT:
                 backend.call("memcore_commit", session=lane.session, key=key, attempt=attempt)
             else:
                 args = {_ARG[op.kind]: op.payload}
