@@ -39,12 +39,14 @@ QUICK_DIR = RESULTS_DIR / "quick"
 
 class SlowBackend:
     """A backend whose every hook takes ``latency`` seconds, until ``stop`` is set (then hooks return at once).
+    It keeps users apart (it stores nothing), so the benchmarks may name users.
 
     It counts its calls per hook and the time it actually spent in them, so the benchmark can check that every write
     arrived and tell the backend's own overshoot apart from memcore's overhead.
     """
 
     name = "slow"
+    separates_users = True
 
     def __init__(self, latency: float = BACKEND_LATENCY) -> None:
         self.latency = latency

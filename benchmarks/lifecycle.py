@@ -329,9 +329,32 @@ def loop_end(memory: memcore.Memory, n: int, lifecycles: int, tag: str, gap: flo
     return samples, 2 * n
 
 
-LOOPS: dict[str, LatencyLoop] = {"sync_turn": loop_sync_turn, "switch": loop_switch, "end": loop_end}
+def loop_sync_turn_user(memory: memcore.Memory, n: int, lifecycles: int, tag: str, gap: float) -> tuple[list[int], int]:
+    """``loop_sync_turn`` in conversations of named users (issue 13: the user must not cost the hot path)."""
+    lcs = [memory.lifecycle(f"{tag}-turn-{i}", user_id=f"user-{i}") for i in range(lifecycles)]
+    samples = [0] * n
+    pc = time.perf_counter_ns
+    sleep = time.sleep
+    for i in range(n):
+        lc = lcs[i % lifecycles]
+        if gap:
+            sleep(gap)
+        t0 = pc()
+        lc.sync_turn(USER_TEXT, ASSISTANT_TEXT)
+        t1 = pc()
+        samples[i] = t1 - t0
+    return samples, n
+
+
+LOOPS: dict[str, LatencyLoop] = {
+    "sync_turn": loop_sync_turn,
+    "sync_turn_user": loop_sync_turn_user,
+    "switch": loop_switch,
+    "end": loop_end,
+}
 LATENCY_TARGETS: dict[str, tuple[str, float]] = {
     "sync_turn": ("p50_us", SYNC_TURN_P50_US),
+    "sync_turn_user": ("p50_us", SYNC_TURN_P50_US),
     "switch": ("p99_us", SWITCH_P99_US),
     "end": ("p99_us", END_P99_US),
 }
@@ -1053,13 +1076,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     # paced (a sleep before each call, like an agent between turns, while the workers cycle) shows cold-cache cost.
     variants = ((True, 0.0, "latency_samples"), (False, 0.0, "latency_samples"), (True, PACED_GAP, "paced_samples"))
     for gc_on, gap, key in variants:
-        for operation in ("sync_turn", "switch", "end"):
+        operations = (
+            ("sync_turn", "sync_turn_user", "switch", "end") if gc_on and not gap else ("sync_turn", "switch", "end")
+        )
+        for operation in operations:
             progress(f"latency: {operation}, gc {'on' if gc_on else 'off'}{', paced' if gap else ''}")
+            counts = operation.removesuffix("_user")  # a named user's turns: as many samples as the default user's
             res.latency.append(
                 run_latency(
                     operation,
-                    samples=config[key][operation],
-                    warmup=config["latency_warmup"][operation],
+                    samples=config[key][counts],
+                    warmup=config["latency_warmup"][counts],
                     lifecycles=config["latency_lifecycles"],
                     workers=workers,
                     recall_workers=recall_workers,

@@ -99,7 +99,8 @@ class Lanes:
     def __init__(self, opened_kept: int = OPENED_KEPT) -> None:
         # Keyed by (backend index, user id, session id): two users' sessions of one id are two lanes.
         self._live: dict[tuple[int, str | None, str], Lane] = {}
-        self._opened: dict[int, collections.OrderedDict[tuple[str | None, str], None]] = {}
+        # The default user's sessions by id alone, a named user's by (user, id): the LRU costs no tuple per session.
+        self._opened: dict[int, collections.OrderedDict[str | tuple[str, str], None]] = {}
         self._opened_kept = opened_kept
 
     def __iter__(self) -> Any:
@@ -116,7 +117,7 @@ class Lanes:
             opened = "open_session" not in backend.capabilities
             if not opened:
                 seen = self._opened.get(backend.index)
-                opened = seen is not None and seen.pop(key[1:], 0) is None
+                opened = seen is not None and seen.pop(_opened_key(session), 0) is None
             lane = self._live[key] = Lane(backend, session, opened=opened)
         return lane
 
@@ -224,6 +225,10 @@ class Lanes:
         del self._live[(lane.backend.index, lane.session.user_id, lane.session.id)]
         if lane.opened and "open_session" in lane.backend.capabilities:
             seen = self._opened.setdefault(lane.backend.index, collections.OrderedDict())
-            seen[(lane.session.user_id, lane.session.id)] = None
+            seen[_opened_key(lane.session)] = None
             if len(seen) > self._opened_kept:
                 seen.popitem(last=False)
+
+
+def _opened_key(session: Session) -> str | tuple[str, str]:
+    return session.id if session.user_id is None else (session.user_id, session.id)

@@ -105,7 +105,7 @@ def test_g8_the_opened_sessions_a_lane_table_remembers_are_bounded():
         assert not lane.opened
         lane.opened = True
         lanes.retire_if_clean(lane)
-    assert len(lanes) == 0 and list(lanes._opened[0]) == [(None, "s7"), (None, "s8"), (None, "s9")]
+    assert len(lanes) == 0 and list(lanes._opened[0]) == ["s7", "s8", "s9"]
     assert lanes.get(backend, Session(id="s9")).opened  # recent: not opened again
     assert not lanes.get(backend, Session(id="s0")).opened  # forgotten: opened again (open is idempotent)
 
