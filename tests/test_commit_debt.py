@@ -149,12 +149,16 @@ def test_a_commit_that_fails_for_good_settles_the_debt_and_stays_as_a_failed_row
     report = drain(memory)
     assert report.failed == 1
     journal = memcore_home / "journal.sqlite3"
-    eventually(lambda: debts(journal) == [])
-    db = sqlite3.connect(journal)
-    try:
-        assert db.execute("SELECT kind, status FROM ops").fetchall() == [("commit", "failed")]
-    finally:
-        db.close()
+
+    def rows() -> list[tuple[str, str]]:
+        db = sqlite3.connect(journal)
+        try:
+            return db.execute("SELECT kind, status FROM ops").fetchall()
+        finally:
+            db.close()
+
+    eventually(lambda: rows() == [("commit", "failed")])  # the writer's next batches: the write's ack, the failure
+    assert debts(journal) == []
 
 
 # -- a process killed with SIGKILL after every write was delivered ---------------------------------------------------
