@@ -16,6 +16,7 @@ from ._commands import (
     UsageError,
     cmd_backends,
     cmd_demo,
+    cmd_forget,
     cmd_pending,
     cmd_recall,
     cmd_replay,
@@ -235,6 +236,32 @@ def build_parser() -> argparse.ArgumentParser:
     retry.add_argument("--session", metavar="ID", help="only this session")
     retry.add_argument("--deliver", action="store_true", help="deliver them now instead of at the next start")
     retry.add_argument("--timeout", type=_seconds, default=30.0, metavar="SECONDS", help="for --deliver (30)")
+
+    forget = _command(
+        sub,
+        "forget",
+        cmd_forget,
+        "erase a user's session, or everything of a user, from the SQLite store",
+        "Erases one user's session (--session) or every session of the user from the SQLite store (--path, or\n"
+        "the default store): its turns, notes and what recall finds of them, and drops what of it waits in the\n"
+        "journal. It first says what it will erase (read-only) and asks on the terminal; --yes erases without\n"
+        "asking (needed when stdin is not a terminal). Other users and sessions are not touched.",
+        [
+            "memcore forget --user alice --session chat-42",
+            "memcore forget --user alice --yes --path team.sqlite3",
+            "memcore forget --default-user --session scratch",
+        ],
+    )
+    who = forget.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", metavar="ID", help="the user whose memory to erase")
+    who.add_argument("--default-user", action="store_true", help="the default user (sessions made without a user id)")
+    forget.add_argument("--session", metavar="ID", help="only this session of the user (default: all of them)")
+    forget.add_argument("--yes", "-y", action="store_true", help="erase without asking")
+    forget.add_argument(
+        "--path", type=_db_path, metavar="DB", help="the SQLite store (default: $MEMCORE_HOME/memory.sqlite3)"
+    )
+    forget.add_argument("--journal", type=_journal_path, metavar="FILE", help=journal_help)
+    forget.add_argument("--timeout", type=_seconds, default=30.0, metavar="SECONDS", help="wait at most this long (30)")
     return parser
 
 

@@ -1,4 +1,4 @@
-"""The commands of the ``memcore`` command line: demo, replay, recall, backends, pending and retry."""
+"""The commands of the ``memcore`` command line: demo, replay, recall, backends, pending, retry and forget."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from . import _plugins as registry
 from . import _validate as check
 from ._errors import BackendLoadError, MemcoreError
 from ._hooks import hookimpl
+from ._journal import live_owners
 from ._journal_admin import (
     DIRECTORY,
     EMPTY,
@@ -43,9 +44,9 @@ from ._memory import JOURNAL_FILE, Memory
 from ._output import backends_text, pending_table, recall_table, report_lines, script_summary, stats_line
 from ._paths import memcore_home
 from ._player import Recalled, play
-from ._records import Report
+from ._records import Recollection, Report, Session
 from ._replay import DEFAULT_SESSION, Script, parse
-from ._sqlite import SQLiteBackend, default_path
+from ._sqlite import SQLiteBackend, default_path, fts_query
 from ._table import Progress
 
 #: The demo's database, under ``memcore_home()``; replaced on every run.
@@ -113,7 +114,46 @@ class ReadOnlyStore(SQLiteBackend):
         self._ro_local = threading.local()
         self._ro_connections: list[sqlite3.Connection] = []
         self._ro_lock = threading.Lock()
+        #: The schema version of a store older than this memcore's, read as it is (else None): the next backend
+        #: that writes to it migrates it.
+        self.legacy: int | None = None
         super().__init__(path)  # reads the schema version through _db, and finds nothing to create
+
+    def _upgrade(self, db: sqlite3.Connection, version: int) -> None:
+        self.legacy = version  # never migrated here: schema 1 has no users, so all of it is the default user's
+
+    @hookimpl
+    def memcore_recall(
+        self, query: str, session: Session | None, limit: int, user_id: str | None = None
+    ) -> Sequence[Recollection]:
+        if self.legacy is None:
+            return super().memcore_recall(query, session, limit, user_id)
+        user = session.user_id if session is not None else user_id
+        match = fts_query(query)
+        if user is not None or not match:
+            return []
+        rows = self._db().execute(
+            "SELECT text, origin, ref, session_id, kind, bm25(recall) FROM recall WHERE recall MATCH ? "
+            "ORDER BY bm25(recall), rowid LIMIT ?",
+            (match, limit),
+        )
+        return self._recollections(rows)
+
+    def scope_counts(self, user_id: str | None, session_id: str | None = None) -> dict[str, int]:
+        if self.legacy is None:
+            return super().scope_counts(user_id, session_id)
+        if user_id is not None:
+            return {"sessions": 0, "messages": 0, "notes": 0}
+        where, by_id, args = ("session_id = ?", "id = ?", (session_id,)) if session_id is not None else ("1", "1", ())
+        db = self._db()
+        sessions = db.execute(
+            f"SELECT count(sid) FROM (SELECT id AS sid FROM sessions WHERE {by_id} "
+            f"UNION SELECT session_id FROM messages WHERE {where} UNION SELECT session_id FROM notes WHERE {where})",
+            args * 3,
+        ).fetchone()[0]
+        messages = db.execute(f"SELECT count(*) FROM messages WHERE {where}", args).fetchone()[0]
+        notes = db.execute(f"SELECT count(*) FROM notes WHERE {where}", args).fetchone()[0]
+        return {"sessions": int(sessions), "messages": int(messages), "notes": int(notes)}
 
     def _db(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._ro_local, "db", None)
@@ -510,3 +550,186 @@ def cmd_retry(args: argparse.Namespace) -> int:
             "selected with --backend and --path, or not delivered in time; 'memcore pending' lists them)."
         )
     return 0 if report.ok else 1
+
+
+# -- forget -----------------------------------------------------------------------------------------------------------
+
+
+def _plural(n: int, one: str) -> str:
+    return f"{n} {one}{'' if n == 1 else 's'}"
+
+
+def _counted(counts: dict[str, int]) -> str:
+    """``1 session, 4 messages and 2 notes``."""
+    parts = [_plural(counts[k], k[:-1]) for k in ("sessions", "messages", "notes")]
+    return f"{parts[0]}, {parts[1]} and {parts[2]}"
+
+
+def _scope_text(user_id: str | None, session_id: str | None) -> str:
+    who = "the default user" if user_id is None else f"user {user_id!r}"
+    return f"session {session_id!r} of {who}" if session_id is not None else f"everything of {who}"
+
+
+@attrs.frozen(kw_only=True)
+class JournalScope:
+    """What a journal holds of one user's session (or of all the user's sessions), but forgets: operations for the
+    store, ``waiting`` for the next Memory (a forget drops them), ``running`` (queued by a Memory that is still
+    running: not dropped, they reach the store after the forget), ``failed`` (kept in the journal, with their
+    content; ``memcore retry`` would deliver them again); and ``elsewhere``, operations for other backends or stores."""
+
+    waiting: int = 0
+    running: int = 0
+    failed: int = 0
+    elsewhere: int = 0
+
+
+def journal_scope(path: Path | None, key: str, user_id: str | None, session_id: str | None) -> JournalScope:
+    """Count, read-only, what the journal at ``path`` holds of the scope (all zero without a journal)."""
+    if path is None:
+        return JournalScope()
+    db = connect_readonly(path)
+    try:
+        live = live_owners(db)
+        columns = {row[1] for row in db.execute("PRAGMA table_info(ops)")}
+        if "user_id" in columns:
+            where, args = "kind != 'forget' AND user_id IS ?", [user_id]
+        elif user_id is None:  # a journal from before users: everything in it is the default user's
+            where, args = "kind != 'forget'", []
+        else:
+            return JournalScope()
+        if session_id is not None:
+            where += " AND session_id = ?"
+            args.append(session_id)
+        rows = db.execute(
+            f"SELECT backend, owner, status, count(*) FROM ops WHERE {where} GROUP BY backend, owner, status", args
+        ).fetchall()
+    finally:
+        db.close()
+    counts = {"waiting": 0, "running": 0, "failed": 0, "elsewhere": 0}
+    for backend, owner, status, n in rows:
+        if backend != key:
+            counts["elsewhere"] += n
+        elif status == "failed":
+            counts["failed"] += n
+        else:
+            counts["running" if owner in live else "waiting"] += n
+    return JournalScope(**counts)
+
+
+def _forget_user(args: argparse.Namespace) -> str | None:
+    """The user ``--user`` names, checked (None for ``--default-user``)."""
+    if args.default_user:
+        return None
+    if not args.user.strip():
+        raise UsageError("--user is empty or blank; for the default user give --default-user instead")
+    return check.session_id(args.user, "--user")
+
+
+def _stdin_is_terminal() -> bool:
+    isatty = getattr(sys.stdin, "isatty", None)
+    try:
+        return bool(isatty()) if isatty is not None else False
+    except (OSError, ValueError):  # closed or detached
+        return False
+
+
+def _confirmed(prompt: str) -> bool:
+    try:
+        answer = input(prompt)
+    except EOFError:
+        _out()
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
+def _read_scope(path: Path, user_id: str | None, session_id: str | None, *, named: bool) -> dict[str, int]:
+    try:
+        reader = ReadOnlyStore(path)
+    except (sqlite3.Error, RuntimeError) as exc:
+        raise _refuse(f"{path} cannot be read ({exc})", named=named) from None
+    try:
+        return reader.scope_counts(user_id, session_id)
+    finally:
+        reader.memcore_close()
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    user = _forget_user(args)
+    session = check.session_id(args.session, "--session") if args.session is not None else None
+    named = args.path is not None
+    store = Path(args.path).expanduser() if named else default_path()
+    if identify(store).kind in (MISSING, EMPTY):
+        raise UsageError(f"no memory store at {store}: there is nothing to forget")
+    check_store(store, named=named, writing=False)  # read-only: nothing is opened for writing before the answer
+    journal = journal_file(args, writing=True)
+    if not args.yes and not _stdin_is_terminal():
+        raise UsageError(
+            "forget asks before it erases, and stdin is not a terminal: give --yes to erase without asking"
+        )
+    scope = _scope_text(user, session)
+    counts = _read_scope(store, user, session, named=named)
+    key = f"sqlite:{store.resolve()}"
+    queued = journal_scope(journal, key, user, session)
+    if not any(counts.values()) and not queued.waiting:
+        _out(f"Nothing to forget: {store} holds nothing of {scope}.")
+        _forget_notes(queued)
+        return 0
+    _out(f"This erases {scope} from {store}: {_counted(counts)}.")
+    if queued.waiting:
+        waiting = _plural(queued.waiting, "operation")
+        _out(f"  and {waiting} of it waiting in the journal ({journal}): they are dropped.")
+    _forget_notes(queued)
+    if not args.yes and not _confirmed("Erase it? [y/N] "):
+        _out("Nothing was erased.")
+        return 1
+    start = time.monotonic()
+    memory = Memory(backends=[SQLiteBackend(path=store)], journal=journal if journal is not None else False)
+    try:
+        handle = memory.forget(user_id=user, session_id=session)
+        finished = handle.wait(args.timeout)
+    finally:
+        report = memory.close(timeout=max(1.0, args.timeout - (time.monotonic() - start)))
+    if not finished:
+        later = (
+            "it is kept in the journal and finishes at the next start"
+            if journal is not None
+            else "run memcore forget again"
+        )
+        _err(f"memcore: error: the forget did not finish within {args.timeout:g} s; {later}")
+        return 1
+    if handle.failures:
+        _err(f"memcore: error: the forget failed: {handle.failures[0].error}")
+        return 1
+    left = _read_scope(store, user, session, named=named)
+    dropped = f"; {_plural(handle.dropped, 'queued operation')} dropped" if handle.dropped else ""
+    _out(f"Erased {scope}: {_counted(counts)}{dropped}.")
+    for backend, kept in handle.kept.items():
+        _out(f"{backend} keeps: {kept}")
+    if report.replayed:  # a Memory on the journal delivers what waits there for its store, other users' too
+        _out(f"Also delivered what waited in the journal for this store: {_plural(report.delivered, 'operation')}.")
+    if not report.ok:
+        for line in report_lines(report, report.elapsed):
+            _out(line)
+    if any(left.values()):  # written meanwhile by a process that is still running
+        _err(f"memcore: error: {store} holds {_counted(left)} of {scope} again: a running process wrote them")
+        return 1
+    return 0 if report.ok else 1
+
+
+def _forget_notes(queued: JournalScope) -> None:
+    """What the forget cannot reach in the journal."""
+    if queued.running:
+        _out(
+            f"  Not erased: {_plural(queued.running, 'operation')} of it queued by a running process, which delivers "
+            "them to the store after this (stop that process first, or forget from it)."
+        )
+    if queued.failed:
+        them = "it" if queued.failed == 1 else "them"
+        _out(
+            f"  Not erased: {_plural(queued.failed, 'failed operation')} of it, kept in the journal with what "
+            f"{'it' if queued.failed == 1 else 'they'} held ('memcore retry' would deliver {them} again)."
+        )
+    if queued.elsewhere:
+        _out(
+            f"  Not erased: {_plural(queued.elsewhere, 'operation')} of it in the journal for other backends or stores."
+        )

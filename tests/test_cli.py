@@ -248,7 +248,10 @@ def test_failures_are_reported_and_exit_1(
 # -- backends, help, version ---------------------------------------------------------------------------------------
 
 
-def test_backends_lists_sqlite_with_capabilities(capsys: pytest.CaptureFixture[str]) -> None:
+def test_backends_lists_sqlite_with_capabilities(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")  # the whole list of capabilities fits
     assert main(["backends"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"sqlite\s+memcore\._sqlite:SQLiteBackend\s+close, commit, .*recall, remember, write", out)
