@@ -226,6 +226,8 @@ class Journal:
         # Commit debts to write: (backend key, session id) -> the session, when its delivered writes owe a commit, or
         # None when a commit (or a final failure of one) settled them. The last word on a session wins.
         self._debts: dict[tuple[str, str | None, str], Session | None] = {}
+        # Forgets that finished: (backend key, user, session id or None) whose failed rows must go too (G13 forget).
+        self._erasures: list[tuple[str, str | None, str | None]] = []
         self._appended = 0  # buffer generations: how many appends were made
         self._durable = 0  # ... and how many of them are on disk
         self._writing: dict[int, tuple[Any, ...]] = {}  # the inserts of the batch being written
@@ -286,6 +288,13 @@ class Journal:
         (see :meth:`ack`)."""
         with self._cond:
             self._debt((backend, session.user_id, session.id), None)
+            self._cond.notify()
+
+    def erase_failed(self, backend: str, user_id: str | None, session_id: str | None) -> None:
+        """A forget of that scope finished: its failed rows (of any owner) leave the journal too, so that nothing of
+        it stays on disk nor comes back with ``memcore retry``."""
+        with self._cond:
+            self._erasures.append((backend, user_id, session_id))
             self._cond.notify()
 
     def _debt(self, key: tuple[str, str | None, str], session: Session | None) -> None:
@@ -355,7 +364,14 @@ class Journal:
             with self._cond:
                 # Work: rows to write, or appends acknowledged before they were written (nothing to write, but
                 # wait_durable must still learn that they are settled).
-                while not (self._inserts or self._acks or self._fails or self._debts or self._durable < self._appended):
+                while not (
+                    self._inserts
+                    or self._acks
+                    or self._fails
+                    or self._debts
+                    or self._erasures
+                    or self._durable < self._appended
+                ):
                     if self._stopping:
                         return
                     self._cond.wait()
@@ -366,18 +382,20 @@ class Journal:
                 last = self._stopping  # an attempt that fails while closing is the last one
                 inserts, acks, fails, debts = self._inserts, self._acks, self._fails, self._debts
                 self._inserts, self._acks, self._fails, self._debts = {}, [], [], {}
+                erasures, self._erasures = self._erasures, []
                 self._writing = inserts
                 generation, floor = self._appended, self._durable
             refused: list[tuple[_Row, Exception]] = []
             try:
-                if inserts or acks or fails or debts:
+                if inserts or acks or fails or debts or erasures:
                     rows, refused = _prepare(inserts.values())
-                    self._write(rows, acks, fails, debts)
+                    self._write(rows, acks, fails, debts, erasures)
             except Exception as exc:
                 with self._cond:  # keep the batch, in order, ahead of what came meanwhile
                     self._inserts = {**inserts, **self._inserts}
                     self._acks, self._fails = acks + self._acks, fails + self._fails
                     self._debts = {**debts, **self._debts}  # what came meanwhile is newer
+                    self._erasures = erasures + self._erasures
                     self._writing = {}
                     self._failures += 1
                     self._failed_gen = generation
@@ -430,6 +448,7 @@ class Journal:
         acks: list[int],
         fails: list[tuple[str, int]],
         debts: Mapping[tuple[str, str | None, str], Session | None] | None = None,
+        erasures: Iterable[tuple[str, str | None, str | None]] = (),
     ) -> None:
         db = self._db
         now = time.time()
@@ -463,6 +482,12 @@ class Journal:
                         "DELETE FROM debts WHERE owner = ? AND backend = ? AND user_id = ?",
                         (self.owner, key, user or ""),
                     )
+            for backend, who, scoped in erasures:  # after this batch's failures: a scope's last failure goes too
+                scope = "backend = ? AND coalesce(user_id, '') = ? AND status = 'failed'"
+                args: tuple[str, ...] = (backend, who or "")
+                if scoped is not None:
+                    scope, args = scope + " AND session_id = ?", (*args, scoped)
+                db.execute(f"DELETE FROM ops WHERE {scope}", args)
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:  # a failed COMMIT may leave it open; a failed statement may have ended it

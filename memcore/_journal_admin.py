@@ -17,8 +17,8 @@ import attrs
 from ._journal import SCHEMA_VERSION as JOURNAL_VERSION
 from ._journal import TABLES as JOURNAL_TABLES
 from ._journal import live_owners
-from ._sqlite import _SCHEMA as STORE_SCHEMA
 from ._sqlite import SCHEMA_VERSION as STORE_VERSION
+from ._sqlite import TABLES as STORE_TABLES
 
 __all__ = [
     "DIRECTORY",
@@ -69,16 +69,6 @@ class FileInfo:
 
 
 @functools.cache
-def _tables_of(schema: str) -> frozenset[str]:
-    """The tables ``schema`` creates (FTS5's shadow tables included), as SQLite lists them."""
-    db = sqlite3.connect(":memory:")
-    try:
-        db.executescript(schema)
-        return frozenset(name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'"))
-    finally:
-        db.close()
-
-
 def _wal_mode(path: Path) -> bool:
     """Whether the database header says WAL (file format versions 2 at offsets 18 and 19)."""
     try:
@@ -128,7 +118,7 @@ def identify(path: Path, *, check_integrity: bool = False) -> FileInfo:
             db.close()
     except sqlite3.Error as exc:
         return FileInfo(UNREADABLE, detail=f"SQLite cannot read it ({exc})")
-    store = _tables_of(STORE_SCHEMA) <= tables
+    store = tables >= STORE_TABLES
     if not objects and not version:
         return FileInfo(EMPTY)
     if journal and store:

@@ -218,6 +218,24 @@ class Lanes:
         lane.finished += len(dropped)
         return dropped
 
+    def forgotten(self, backend: Backend, session: Session) -> None:
+        """A forget of ``session`` (of every session of its user, for a user's forget lane: id "") finished on
+        ``backend``: those sessions count as never opened, so a later write opens them again."""
+        if "open_session" not in backend.capabilities:
+            return
+        user = session.user_id
+        lanes = [self.find(backend, session.id, user)] if session.id else self.of_user(backend, user)
+        for lane in lanes:
+            if lane is not None and lane.session.id:
+                lane.opened = False
+        seen = self._opened.get(backend.index)
+        if seen is not None:
+            if session.id:
+                seen.pop(_opened_key(session), None)
+            else:
+                for key in [k for k in seen if (k[0] if isinstance(k, tuple) else None) == user]:
+                    del seen[key]
+
     def retire_if_clean(self, lane: Lane) -> None:
         """Forget an idle lane with nothing left to commit; a later write starts a fresh one."""
         if lane.ops or (lane.dirty and "commit" in lane.backend.capabilities):

@@ -560,8 +560,9 @@ class Scheduler:
                 journal.fail(op.seq, failure.error)
                 if op.kind == COMMIT:  # the failed row is the record now; `memcore retry` sends it again
                     journal.settle(key, lane.session)
-            elif op.kind == FORGET:  # nothing of the scope is left to commit
+            elif op.kind == FORGET:  # nothing of the scope is left to commit, nor on disk
                 journal.ack(op.seq, settles=(key, lane.session))
+                journal.erase_failed(key, lane.session.user_id, lane.session.id or None)
             elif not lane.backend.commits:
                 journal.ack(op.seq)
             elif op.kind == COMMIT:
@@ -578,6 +579,8 @@ class Scheduler:
             else:
                 self._counts[_DONE.get(op.kind, "delivered")] += 1
             if op.kind == FORGET:
+                if failure is None:  # the service no longer has the sessions: the next write opens them again
+                    self._lanes.forgotten(lane.backend, lane.session)
                 handle = self._forgets.pop(op.seq, None)
                 if handle is not None:
                     handle._answered(lane.backend.name, kept, failure)

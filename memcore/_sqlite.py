@@ -24,10 +24,13 @@ from ._hooks import hookimpl
 from ._paths import memcore_home
 from ._records import Message, Note, Recollection, Session, message_fields, message_from
 
-#: 1: the first schema (no users). 2: users (``user_id`` in every table, sessions keyed by (user, id)), and every
-#: message and note records the rowid of its recall row (``recall_id``), so that a forget deletes those by rowid.
+#: 1: the first schema (no users). 2: users (``user_id`` in every table, sessions keyed by (user, id)), every
+#: message and note records the rowid of its recall row (``recall_id``), so that a forget deletes those by rowid, and
+#: the idempotency key of the operation that stored it (``op_key``; commits in ``applied``): each is stored once.
 SCHEMA_VERSION = 2
 DEFAULT_FILE = "memory.sqlite3"
+#: The tables every version of the store has (how ``memcore`` recognises a store of any version).
+TABLES = frozenset({"sessions", "messages", "notes", "recall"})
 _WORD = re.compile(r"\w+", re.UNICODE)
 #: The store's schema. ``user_id`` is '' for the default user. ``recall_id`` is the rowid of the message's or note's
 #: row in ``recall`` (NULL: none). Recall rows get rowids above every earlier one (appending to the FTS index is
@@ -51,9 +54,11 @@ CREATE TABLE IF NOT EXISTS messages (
     created_at REAL NOT NULL,
     committed INTEGER NOT NULL DEFAULT 0,
     user_id TEXT NOT NULL DEFAULT '',
-    recall_id INTEGER
+    recall_id INTEGER,
+    op_key TEXT
 );
 CREATE INDEX IF NOT EXISTS messages_by_session ON messages (user_id, session_id, id);
+CREATE INDEX IF NOT EXISTS messages_by_key ON messages (op_key);
 CREATE TABLE IF NOT EXISTS notes (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     session_id TEXT,
@@ -62,9 +67,12 @@ CREATE TABLE IF NOT EXISTS notes (
     metadata TEXT,
     created_at REAL NOT NULL,
     user_id TEXT NOT NULL DEFAULT '',
-    recall_id INTEGER
+    recall_id INTEGER,
+    op_key TEXT
 );
 CREATE INDEX IF NOT EXISTS notes_by_session ON notes (user_id, session_id);
+CREATE INDEX IF NOT EXISTS notes_by_key ON notes (op_key);
+CREATE TABLE IF NOT EXISTS applied (key TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE VIRTUAL TABLE IF NOT EXISTS recall USING fts5 (
     text, origin UNINDEXED, ref UNINDEXED, session_id UNINDEXED, kind UNINDEXED, user_id UNINDEXED,
     tokenize = 'unicode61 remove_diacritics 2'
@@ -84,6 +92,11 @@ _MIGRATE_1_TO_2 = (
     "ALTER TABLE notes ADD COLUMN user_id TEXT NOT NULL DEFAULT ''",
     "ALTER TABLE notes ADD COLUMN recall_id INTEGER",
     "CREATE INDEX notes_by_session ON notes (user_id, session_id)",
+    "ALTER TABLE messages ADD COLUMN op_key TEXT",
+    "CREATE INDEX IF NOT EXISTS messages_by_key ON messages (op_key)",
+    "ALTER TABLE notes ADD COLUMN op_key TEXT",
+    "CREATE INDEX IF NOT EXISTS notes_by_key ON notes (op_key)",
+    "CREATE TABLE IF NOT EXISTS applied (key TEXT PRIMARY KEY) WITHOUT ROWID",
     "CREATE TABLE sessions_v2 (user_id TEXT NOT NULL, id TEXT NOT NULL, parent_id TEXT, opened_at REAL NOT NULL, "
     "committed_at REAL, commits INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (user_id, id))",
     "INSERT INTO sessions_v2 (user_id, id, parent_id, opened_at, committed_at, commits) "
@@ -204,28 +217,34 @@ class SQLiteBackend:
         )
 
     @hookimpl
-    def memcore_write(self, session: Session, messages: Sequence[Message]) -> None:
+    def memcore_write(
+        self, session: Session, messages: Sequence[Message], key: str | None = None, attempt: int = 1
+    ) -> None:
         db = self._db()
         now = time.time()
         user = user_key(session.user_id)
-        rows = [(user, session.id, m.role, m.content, _extra(m), now) for m in messages]
+        rows = [(user, session.id, m.role, m.content, _extra(m), now, key) for m in messages]
         with _transaction(db):
+            if attempt > 1 and key is not None and _stored(db, "messages", key):
+                return  # an earlier call with this key stored it; its answer was lost
             db.executemany(
-                "INSERT INTO messages (user_id, session_id, role, content, extra, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO messages (user_id, session_id, role, content, extra, created_at, op_key) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
 
     @hookimpl
-    def memcore_remember(self, session: Session, note: Note) -> None:
+    def memcore_remember(self, session: Session, note: Note, key: str | None = None, attempt: int = 1) -> None:
         db = self._db()
         user = user_key(session.user_id)
         meta = json.dumps(dict(note.metadata), ensure_ascii=False, default=str) if note.metadata else None
         with _transaction(db):
+            if attempt > 1 and key is not None and _stored(db, "notes", key):
+                return
             cur = db.execute(
-                "INSERT INTO notes (user_id, session_id, text, kind, metadata, created_at, recall_id) "
-                "VALUES (?, ?, ?, ?, ?, ?, (SELECT coalesce(max(rowid), 0) + 1 FROM recall))",
-                (user, session.id, note.text, note.kind, meta, time.time()),
+                "INSERT INTO notes (user_id, session_id, text, kind, metadata, created_at, recall_id, op_key) "
+                "VALUES (?, ?, ?, ?, ?, ?, (SELECT coalesce(max(rowid), 0) + 1 FROM recall), ?)",
+                (user, session.id, note.text, note.kind, meta, time.time(), key),
             )
             db.execute(
                 "INSERT INTO recall (rowid, text, origin, ref, session_id, kind, user_id) "
@@ -234,16 +253,19 @@ class SQLiteBackend:
             )
 
     @hookimpl
-    def memcore_commit(self, session: Session) -> None:
+    def memcore_commit(self, session: Session, key: str | None = None, attempt: int = 1) -> None:
         db = self._db()
-        key = (user_key(session.user_id), session.id)
+        scope = (user_key(session.user_id), session.id)
         now = time.time()
         with _transaction(db):
+            # The key is recorded with the commit, in its transaction: a retry finds it and commits nothing again.
+            if key is not None and db.execute("INSERT OR IGNORE INTO applied (key) VALUES (?)", (key,)).rowcount == 0:
+                return
             # The session's new messages get rowids above every recall row, in their order: top + (id - first + 1).
             top, first = db.execute(
                 "SELECT (SELECT coalesce(max(rowid), 0) FROM recall), "
                 "(SELECT min(id) FROM messages WHERE user_id = ? AND session_id = ? AND committed = 0)",
-                key,
+                scope,
             ).fetchone()
             if first is not None:
                 offset = top - first + 1
@@ -251,18 +273,18 @@ class SQLiteBackend:
                     "INSERT INTO recall (rowid, text, origin, ref, session_id, kind, user_id) "
                     "SELECT id + ?, content, 'message', id, session_id, role, user_id FROM messages "
                     "WHERE user_id = ? AND session_id = ? AND committed = 0 AND content != ''",
-                    (offset, *key),
+                    (offset, *scope),
                 )
                 db.execute(
                     "UPDATE messages SET committed = 1, recall_id = CASE WHEN content != '' THEN id + ? END "
                     "WHERE user_id = ? AND session_id = ? AND committed = 0",
-                    (offset, *key),
+                    (offset, *scope),
                 )
             db.execute(
                 "INSERT INTO sessions (user_id, id, parent_id, opened_at, committed_at, commits) "
                 "VALUES (?, ?, ?, ?, ?, 1) "
                 "ON CONFLICT (user_id, id) DO UPDATE SET committed_at = excluded.committed_at, commits = commits + 1",
-                (*key, session.parent_id, now, now),
+                (*scope, session.parent_id, now, now),
             )
 
     @hookimpl
@@ -320,6 +342,26 @@ class SQLiteBackend:
             db.execute(f"DELETE FROM notes WHERE {where}", args)
             db.execute(f"DELETE FROM sessions WHERE {_scope(user_id, session_id, 'id')[0]}", args)
         return None
+
+    @hookimpl
+    def memcore_rewind(self, session: Session, turns: int) -> None:
+        """Delete the session's last ``turns`` writes (all messages of each, and what recall indexed of them)."""
+        db = self._db()
+        scope = (user_key(session.user_id), session.id)
+        with _transaction(db):
+            groups = db.execute(  # a write's messages share its key (keys never start with "id:")
+                "SELECT op_key, max(id) FROM messages WHERE user_id = ? AND session_id = ? "
+                "GROUP BY coalesce(op_key, 'id:' || id) ORDER BY max(id) DESC LIMIT ?",
+                (*scope, turns),
+            ).fetchall()
+            for op_key, last in groups:
+                where, arg = ("op_key = ?", op_key) if op_key is not None else ("id = ?", last)
+                db.execute(
+                    f"DELETE FROM recall WHERE rowid IN (SELECT recall_id FROM messages WHERE user_id = ? "
+                    f"AND session_id = ? AND {where} AND recall_id IS NOT NULL)",
+                    (*scope, arg),
+                )
+                db.execute(f"DELETE FROM messages WHERE user_id = ? AND session_id = ? AND {where}", (*scope, arg))
 
     @hookimpl
     def memcore_close(self) -> None:
@@ -403,3 +445,8 @@ class _transaction:
 
     def __exit__(self, exc_type: object, *_: object) -> None:
         self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _stored(db: sqlite3.Connection, table: str, key: str) -> bool:
+    """Whether an operation with idempotency ``key`` already stored rows in ``table``."""
+    return db.execute(f"SELECT 1 FROM {table} WHERE op_key = ? LIMIT 1", (key,)).fetchone() is not None

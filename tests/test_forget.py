@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from recording import WAIT, RecordingBackend
-from test_reliability import drain
+from test_reliability import drain, eventually
 
 import memcore
 from memcore import Message, Recollection, Session
@@ -274,3 +274,47 @@ def test_a_forget_left_in_the_journal_is_finished_at_the_next_start_in_its_place
         assert db.execute("SELECT count(*) FROM ops").fetchone() == (0,)
     finally:
         db.close()
+
+
+def test_a_forget_erases_the_scopes_failed_rows_from_the_journal(make_memory, memcore_home):
+    backend = UserBackend()
+    backend.fail_next("write", ValueError("400: refused"))
+    memory = make_memory(backend)
+    lc = memory.lifecycle("s1", user_id="alice")
+    lc.sync_turn("refused", "a")
+    other = memory.lifecycle("s2", user_id="alice")
+    backend.fail_next("write", ValueError("400: refused"))
+    other.sync_turn("kept", "a")
+    assert drain(memory).failed == 2
+    journal = memcore_home / "journal.sqlite3"
+
+    def failed() -> list[str]:
+        db = sqlite3.connect(journal)
+        try:
+            return [sid for (sid,) in db.execute("SELECT session_id FROM ops WHERE status = 'failed' ORDER BY 1")]
+        finally:
+            db.close()
+
+    eventually(lambda: failed() == ["s1", "s2"])
+    assert lc.forget().wait(WAIT)
+    eventually(lambda: failed() == ["s2"])  # nothing of the forgotten session stays, nor comes back with `retry`
+    assert memory.forget(user_id="alice").wait(WAIT)
+    eventually(lambda: failed() == [])
+
+
+def test_a_session_written_after_its_forget_is_opened_again(make_memory):
+    backend = UserBackend()
+    memory = make_memory(backend)
+    lc = memory.lifecycle("s1", user_id="alice")
+    lc.sync_turn("before", "a")
+    drain(memory)
+    assert lc.forget().wait(WAIT)
+    lc.sync_turn("after", "a")
+    drain(memory)
+    assert [h for h, sid, _ in backend.log if sid == "alice:s1" and h in ("open", "write", "forget")] == [
+        "open",
+        "write",
+        "forget",
+        "open",
+        "write",
+    ]
