@@ -154,12 +154,10 @@ def test_scripted_conversation(homes: dict[str, Path]) -> None:
     ]
     assert contents(db, "s2") == [("user", "what coffee do I like"), ("assistant", "Espresso.")]
     assert contents(db, "s3") == [("user", "branch question"), ("assistant", "branch answer")]
-    # /undo does not delete what the store already has (memcore has no truncate); it only invalidates recall.
+    # /undo takes the undone turn back out of the store (memcore_rewind) and invalidates recall.
     assert contents(db, "s4") == [
         ("user", "first in s4"),
         ("assistant", "ok"),
-        ("user", "oops"),
-        ("assistant", "undone soon"),
         ("user", "redo"),
         ("assistant", "redone"),
     ]
