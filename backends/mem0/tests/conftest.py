@@ -14,6 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from support.fake_openai import DIM, FakeOpenAI
+from support.fake_platform import FakePlatform
 
 # mem0 warns once per process that spaCy and fastembed are not installed (lemmas, entities and BM25 are then off).
 logging.getLogger("mem0").setLevel(logging.ERROR)
@@ -37,3 +38,9 @@ def settings(fake_openai: FakeOpenAI, tmp_path: Path) -> dict[str, Any]:
         "llm_model": "fake-llm",
         "threshold": 0.0,
     }
+
+
+@pytest.fixture(scope="session")
+def fake_platform() -> Iterator[FakePlatform]:
+    with FakePlatform() as fake:
+        yield fake
