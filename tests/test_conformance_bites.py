@@ -5,11 +5,13 @@ named after the missing capability, polling of background indexing, and the ``--
 from __future__ import annotations
 
 import importlib.metadata
+import posixpath
 import queue
 import random
 import threading
 import time
 import unicodedata
+import urllib.parse
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -88,6 +90,7 @@ class ScopedSQLite(memcore.SQLiteBackend):
     """Keeps sessions apart: recall in a session searches only that session (correct)."""
 
     leak = False
+    separates_users = False  # its recall below searches every user's sessions
 
     @memcore.hookimpl
     def memcore_recall(self, query: str, session: Session | None, limit: int) -> Sequence[Recollection]:
@@ -242,6 +245,212 @@ class GivesUpBackend(LoopbackBackend):
         return memcore.http.raise_for_status(response)
 
 
+# -- users and forget: a small in-memory store that keeps users apart and forgets, and its broken variants -----------
+
+Scope = tuple[str | None, str]
+
+
+class UserStore:
+    """Keeps users apart and forgets (correct): messages per (user, session) for the read-back, and a search index
+    of committed turns and notes (like the memories a service extracts), searched across all of one user's
+    sessions."""
+
+    name = "userstore"
+    separates_users = True
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.messages: dict[Scope, list[Message]] = {}
+        self.committed: dict[Scope, int] = {}
+        self.index: list[tuple[Scope, str, str]] = []  # (scope, text, origin)
+
+    def scope(self, user_id: str | None, session_id: str) -> Scope:
+        return (user_id, session_id)
+
+    def owner(self, user_id: str | None) -> str | None:
+        return user_id
+
+    @memcore.hookimpl
+    def memcore_write(self, session: Session, messages: Sequence[Message]) -> None:
+        with self.lock:
+            self.messages.setdefault(self.scope(session.user_id, session.id), []).extend(messages)
+
+    @memcore.hookimpl
+    def memcore_remember(self, session: Session, note: Note) -> None:
+        with self.lock:
+            self.index.append((self.scope(session.user_id, session.id), note.text, "note"))
+
+    @memcore.hookimpl
+    def memcore_commit(self, session: Session) -> None:
+        key = self.scope(session.user_id, session.id)
+        with self.lock:
+            stored = self.messages.get(key, [])
+            done = self.committed.get(key, 0)
+            self.index += [(key, m.content, "message") for m in stored[done:] if m.content]
+            self.committed[key] = len(stored)
+
+    @memcore.hookimpl
+    def memcore_recall(
+        self, query: str, session: Session | None, limit: int, user_id: str | None
+    ) -> Sequence[Recollection]:
+        words = set(fts_words(query))
+        owner = self.owner(user_id)
+        with self.lock:
+            items = [(key, text) for key, text, _ in self.index if self.owner(key[0]) == owner]
+        scored = [(len(words & set(fts_words(text))), n, key, text) for n, (key, text) in enumerate(items)]
+        best = sorted((s for s in scored if s[0]), key=lambda s: (-s[0], s[1]))[:limit]
+        return [Recollection(text=text, score=float(score), session_id=key[1]) for score, _, key, text in best]
+
+    @memcore.hookimpl
+    def memcore_history(self, session: Session) -> Sequence[Message]:
+        with self.lock:
+            return list(self.messages.get(self.scope(session.user_id, session.id), []))
+
+    @memcore.hookimpl
+    def memcore_forget(self, user_id: str | None, session_id: str | None) -> str | None:
+        with self.lock:
+            self.erase(lambda key: key[0] == user_id and (session_id is None or key[1] == session_id))
+        return None
+
+    def erase(self, hit: Callable[[Scope], bool]) -> None:
+        for key in [k for k in self.messages if hit(k)]:
+            del self.messages[key]
+            self.committed.pop(key, None)
+        self.index = [item for item in self.index if not hit(item[0])]
+
+
+def fts_words(text: str) -> list[str]:
+    return [w.lower() for w in fts_query(text).replace('"', " ").split() if w != "OR"]
+
+
+class MixesUsers(UserStore):
+    """Declares separates_users, then files every user's sessions under the session id alone."""
+
+    def scope(self, user_id: str | None, session_id: str) -> Scope:
+        return (None, session_id)
+
+    def owner(self, user_id: str | None) -> str | None:
+        return None
+
+    @memcore.hookimpl
+    def memcore_forget(self, user_id: str | None, session_id: str | None) -> str | None:
+        with self.lock:
+            self.erase(lambda key: session_id is None or key[1] == session_id)
+        return None
+
+
+def folded(user_id: str | None) -> str | None:
+    """What a store that "cleans up" user names makes of them: NFKC, case folded, invisible characters and spaces
+    dropped."""
+    if user_id is None:
+        return None
+    return unicodedata.normalize("NFKC", user_id).casefold().replace("\u200b", "").strip()
+
+
+class FoldsUserIds(UserStore):
+    def scope(self, user_id: str | None, session_id: str) -> Scope:
+        return (folded(user_id), session_id)
+
+    def owner(self, user_id: str | None) -> str | None:
+        return folded(user_id)
+
+
+class ResolvesSessionIds(UserStore):
+    """Files sessions under their id unquoted and resolved as a path (``%2F`` is ``/``, ``../other`` is ``other``)."""
+
+    def scope(self, user_id: str | None, session_id: str) -> Scope:
+        resolved = posixpath.normpath("/" + urllib.parse.unquote(urllib.parse.unquote(session_id)))
+        return (user_id, resolved)
+
+
+class ForgetsTheSessionOfEveryUser(UserStore):
+    @memcore.hookimpl
+    def memcore_forget(self, user_id: str | None, session_id: str | None) -> str | None:
+        with self.lock:
+            if session_id is None:
+                self.erase(lambda key: key[0] == user_id)
+            else:
+                self.erase(lambda key: key[1] == session_id)
+        return None
+
+
+class ForgetsNothing(UserStore):
+    """Says it erased everything; erases nothing."""
+
+    @memcore.hookimpl
+    def memcore_forget(self, user_id: str | None, session_id: str | None) -> str | None:
+        return None
+
+
+class ForgetsTheTranscriptOnly(UserStore):
+    """Erases the session's messages but keeps what it indexed from them: recall still finds them. With ``kept``
+    set, it says so."""
+
+    kept: str | None = None
+
+    @memcore.hookimpl
+    def memcore_forget(self, user_id: str | None, session_id: str | None) -> str | None:
+        def hit(key: Scope) -> bool:
+            return key[0] == user_id and (session_id is None or key[1] == session_id)
+
+        with self.lock:
+            for key in [k for k in self.messages if hit(k)]:
+                del self.messages[key]
+                self.committed.pop(key, None)
+        return self.kept
+
+
+class SaysItKeepsExtracts(ForgetsTheTranscriptOnly):
+    kept = "the memories extracted from the forgotten turns and notes stay searchable"
+
+
+class SaysItKeepsLittle(ForgetsTheTranscriptOnly):
+    kept = "some"
+
+
+class IngestsLate(UserStore):
+    """Acknowledges a write at once and stores it at the session's next call (a service's ingestion queue); a
+    forget erases what is stored but not what is still queued, which lands after it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inbox: dict[Scope, list[Message]] = {}
+
+    def ingest(self, key: Scope) -> None:
+        with self.lock:
+            self.messages.setdefault(key, []).extend(self.inbox.pop(key, []))
+
+    @memcore.hookimpl
+    def memcore_write(self, session: Session, messages: Sequence[Message]) -> None:
+        key = self.scope(session.user_id, session.id)
+        self.ingest(key)
+        with self.lock:
+            self.inbox.setdefault(key, []).extend(messages)
+
+    @memcore.hookimpl
+    def memcore_remember(self, session: Session, note: Note) -> None:
+        self.ingest(self.scope(session.user_id, session.id))
+        super().memcore_remember(session, note)
+
+    @memcore.hookimpl
+    def memcore_commit(self, session: Session) -> None:
+        self.ingest(self.scope(session.user_id, session.id))
+        super().memcore_commit(session)
+
+    @memcore.hookimpl
+    def memcore_history(self, session: Session) -> Sequence[Message]:
+        self.ingest(self.scope(session.user_id, session.id))
+        return super().memcore_history(session)
+
+
+class UserStoreWithoutUsers(UserStore):
+    separates_users = False
+
+
+class UserStoreWithoutForget(UserStore):
+    memcore_forget = None  # type: ignore[assignment]
+
+
 # -- running the suite on them ---------------------------------------------------------------------------------------
 
 SQLITE_SUITE = """
@@ -255,6 +464,21 @@ class TestUnderTest(BackendSuite):
     @pytest.fixture
     def backend(self, tmp_path):
         yield bites.{cls}(path=tmp_path / "memory.sqlite3")
+"""
+
+STORE_SUITE = """
+import pytest
+from memcore.testing import BackendSuite
+import test_conformance_bites as bites
+
+
+class TestUnderTest(BackendSuite):
+    scoped_recall = False
+    index_deadline = 2.0
+{attributes}
+    @pytest.fixture
+    def backend(self):
+        yield bites.{cls}()
 """
 
 HTTP_SUITE = """
@@ -334,7 +558,10 @@ def test_the_suite_catches_a_backend_that_drops_every_tenth_write(pytester: pyte
 
 def test_the_suite_catches_a_backend_that_mangles_ids_containing_a_slash(pytester: pytest.Pytester) -> None:
     outcome = run_suite(pytester, "MangledIds", *FAST)
-    assert outcome.failed == {"test_awkward_session_ids_reach_exactly_their_own_session"}
+    assert outcome.failed == {
+        "test_awkward_session_ids_reach_exactly_their_own_session",
+        "test_look_alike_session_ids_keep_their_own_data",
+    }
     assert "'../x'" in outcome.messages["test_awkward_session_ids_reach_exactly_their_own_session"]
 
 
@@ -418,7 +645,9 @@ def test_without_history_placement_is_checked_through_recall(pytester: pytest.Py
 
 
 def test_background_indexing_is_polled_up_to_the_stated_deadline(pytester: pytest.Pytester) -> None:
-    outcome = run_suite(pytester, "IndexesInTheBackground", "-k", "recall or prefetch or notes")
+    outcome = run_suite(
+        pytester, "IndexesInTheBackground", "-k", "(recall or prefetch or notes) and not (users or forget)"
+    )
     assert not outcome.failed, outcome.messages
     assert len(outcome.passed) == 7  # every recall test but the scoped one (not declared)
     outcome = run_suite(pytester, "IndexesInTheBackground", "-k", "turns_written", attributes="index_deadline = 0.05")
@@ -447,6 +676,131 @@ def test_the_suite_catches_an_http_backend_that_gives_up_on_resets(pytester: pyt
         "test_http_lost_answers_are_retried_in_order",
     }
     assert "ConnectError" in outcome.messages["test_http_faults_end_with_every_write_delivered_in_order"]
+
+
+# -- users and forget ------------------------------------------------------------------------------------------------
+
+USER_TESTS = frozenset(
+    {
+        "test_users_recall_never_returns_another_users_memory",
+        "test_users_history_is_per_user",
+        "test_named_users_need_a_backend_that_separates_them",
+        "test_look_alike_user_ids_keep_their_own_data",
+    }
+)
+FORGET_TESTS = frozenset(
+    {
+        "test_forget_of_a_session_erases_it_and_nothing_else",
+        "test_forget_of_a_user_erases_all_its_sessions_and_nothing_else",
+        "test_forget_drops_pending_writes_and_keeps_later_ones",
+    }
+)
+ID_TESTS = frozenset(
+    {"test_ids_with_line_breaks_or_control_characters_are_refused", "test_look_alike_session_ids_keep_their_own_data"}
+)
+USERS_AND_FORGET = ("-k", "users or forget or look_alike or refused")
+
+
+def test_a_store_that_keeps_users_apart_and_forgets_passes_the_whole_suite(pytester: pytest.Pytester) -> None:
+    outcome = run_suite(pytester, "UserStore", template=STORE_SUITE)
+    assert not outcome.failed, outcome.messages
+    assert outcome.passed >= USER_TESTS | FORGET_TESTS | ID_TESTS | {
+        "test_forget_drops_a_prefetch_started_before_it"
+    }, outcome.skipped
+
+
+def test_without_separates_users_the_user_tests_are_skipped_and_the_refusal_checked(
+    pytester: pytest.Pytester,
+) -> None:
+    outcome = run_suite(pytester, "UserStoreWithoutUsers", *USERS_AND_FORGET, template=STORE_SUITE)
+    assert not outcome.failed, outcome.messages
+    assert {
+        "test_named_users_need_a_backend_that_separates_them",
+        "test_forget_of_a_session_erases_it_and_nothing_else",
+        "test_forget_drops_pending_writes_and_keeps_later_ones",  # the session scope runs, the user scope skips
+        *ID_TESTS,
+    } <= outcome.passed
+    for test in USER_TESTS - {"test_named_users_need_a_backend_that_separates_them"} | {
+        "test_forget_of_a_user_erases_all_its_sessions_and_nothing_else"
+    }:
+        assert "'users'" in outcome.skipped[test] and "separates_users = True" in outcome.skipped[test]
+
+
+def test_a_backend_that_cannot_forget_has_the_forget_tests_skipped(pytester: pytest.Pytester) -> None:
+    outcome = run_suite(pytester, "UserStoreWithoutForget", "-k", "forget", template=STORE_SUITE)
+    assert not outcome.failed and not outcome.passed, outcome.messages
+    assert all("'forget'" in reason for reason in outcome.skipped.values()), outcome.skipped
+
+
+def test_the_suite_catches_a_backend_that_mixes_users(pytester: pytest.Pytester) -> None:
+    outcome = run_suite(pytester, "MixesUsers", *USERS_AND_FORGET, template=STORE_SUITE)
+    assert {
+        "test_users_recall_never_returns_another_users_memory",
+        "test_users_history_is_per_user",
+        "test_look_alike_user_ids_keep_their_own_data",
+        "test_forget_of_a_session_erases_it_and_nothing_else",
+        "test_forget_of_a_user_erases_all_its_sessions_and_nothing_else",
+        "test_forget_drops_pending_writes_and_keeps_later_ones",
+    } <= outcome.failed
+    assert "returned another user's memory" in outcome.messages["test_users_recall_never_returns_another_users_memory"]
+
+
+def test_the_suite_catches_user_ids_folded_together(pytester: pytest.Pytester) -> None:
+    outcome = run_suite(pytester, "FoldsUserIds", *USERS_AND_FORGET, template=STORE_SUITE)
+    assert outcome.failed == {"test_look_alike_user_ids_keep_their_own_data"}, outcome.messages
+    message = outcome.messages["test_look_alike_user_ids_keep_their_own_data"]
+    assert "'alice'" in message or "'\\uff41lice'" in message or "'Alice'" in message, message
+
+
+def test_the_suite_catches_session_ids_resolved_as_paths(pytester: pytest.Pytester) -> None:
+    outcome = run_suite(pytester, "ResolvesSessionIds", "-k", "look_alike", template=STORE_SUITE)
+    assert outcome.failed == {"test_look_alike_session_ids_keep_their_own_data"}, outcome.messages
+
+
+def test_the_suite_catches_a_forget_that_reaches_other_users(pytester: pytest.Pytester) -> None:
+    outcome = run_suite(pytester, "ForgetsTheSessionOfEveryUser", "-k", "forget", template=STORE_SUITE)
+    assert "test_forget_of_a_session_erases_it_and_nothing_else" in outcome.failed
+    assert "of user" in outcome.messages["test_forget_of_a_session_erases_it_and_nothing_else"]
+    assert "test_forget_of_a_user_erases_all_its_sessions_and_nothing_else" in outcome.passed
+
+
+def test_the_suite_catches_a_forget_that_erases_nothing(pytester: pytest.Pytester) -> None:
+    outcome = run_suite(pytester, "ForgetsNothing", "-k", "forget", template=STORE_SUITE)
+    assert outcome.failed == FORGET_TESTS, outcome.messages
+    assert "after the forget" in outcome.messages["test_forget_of_a_session_erases_it_and_nothing_else"]
+
+
+def test_the_suite_catches_a_forget_that_leaves_recall_behind_unsaid(pytester: pytest.Pytester) -> None:
+    outcome = run_suite(pytester, "ForgetsTheTranscriptOnly", "-k", "forget", template=STORE_SUITE)
+    assert {
+        "test_forget_of_a_session_erases_it_and_nothing_else",
+        "test_forget_of_a_user_erases_all_its_sessions_and_nothing_else",
+    } <= outcome.failed
+    assert "no longer returning" in outcome.messages["test_forget_of_a_session_erases_it_and_nothing_else"]
+
+
+def test_what_a_backend_says_it_keeps_is_spared_and_a_vague_answer_is_not(pytester: pytest.Pytester) -> None:
+    outcome = run_suite(pytester, "SaysItKeepsExtracts", "-k", "forget", template=STORE_SUITE)
+    assert {  # it keeps what it said; not declared to show in recall, so recall is still checked
+        "test_forget_of_a_session_erases_it_and_nothing_else",
+        "test_forget_of_a_user_erases_all_its_sessions_and_nothing_else",
+    } <= outcome.failed
+    outcome = run_suite(
+        pytester, "SaysItKeepsExtracts", "-k", "forget", template=STORE_SUITE, attributes="forget_keeps_recall = True"
+    )
+    assert not outcome.failed, outcome.messages
+    assert outcome.passed >= FORGET_TESTS
+    outcome = run_suite(
+        pytester, "SaysItKeepsLittle", "-k", "forget", template=STORE_SUITE, attributes="forget_keeps_recall = True"
+    )
+    assert outcome.failed == FORGET_TESTS | {"test_forget_drops_a_prefetch_started_before_it"}
+    assert "say what stays" in outcome.messages["test_forget_of_a_session_erases_it_and_nothing_else"]
+
+
+def test_the_suite_catches_writes_that_land_after_the_forget(pytester: pytest.Pytester) -> None:
+    outcome = run_suite(pytester, "IngestsLate", "-k", "forget", template=STORE_SUITE)
+    assert outcome.failed == {"test_forget_drops_pending_writes_and_keeps_later_ones"}, outcome.messages
+    assert "first, and is in flight" in outcome.messages["test_forget_drops_pending_writes_and_keeps_later_ones"]
 
 
 # -- the override guard ----------------------------------------------------------------------------------------------

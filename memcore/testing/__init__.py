@@ -11,16 +11,19 @@ pytest.register_assert_rewrite("memcore.testing._harness", "memcore.testing._pol
 
 from ._guard import OverrideError  # noqa: E402
 from ._harness import AWKWARD_SESSION_IDS, Harness, Tap, TapEntry, decoys  # noqa: E402
-from ._observers import CommitView, Jitter, Probe, RecallGate  # noqa: E402
+from ._observers import CallGate, CommitView, Jitter, Probe, RecallGate  # noqa: E402
 from ._poll import poll  # noqa: E402
-from ._requirements import CAPABILITIES, capabilities_of, requires  # noqa: E402
-from ._suite import UNICODE_SAMPLES, BackendSuite  # noqa: E402
+from ._requirements import CAPABILITIES, capabilities_of, requires, separates_users  # noqa: E402
+from ._suite import LOOK_ALIKE_IDS, REFUSED_IDS, UNICODE_SAMPLES, BackendSuite  # noqa: E402
 
 __all__ = [
     "AWKWARD_SESSION_IDS",
     "CAPABILITIES",
+    "LOOK_ALIKE_IDS",
+    "REFUSED_IDS",
     "UNICODE_SAMPLES",
     "BackendSuite",
+    "CallGate",
     "CommitView",
     "Harness",
     "Jitter",
@@ -33,4 +36,5 @@ __all__ = [
     "decoys",
     "poll",
     "requires",
+    "separates_users",
 ]

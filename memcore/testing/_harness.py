@@ -244,26 +244,30 @@ class Harness:
         assert not report.timed_out, f"close did not finish within {self.settings.flush_timeout:g} s: {report}"
         return report
 
-    def history(self, session_id: str) -> list[Message]:
-        """What the backend's read-back hook holds for ``session_id``."""
+    def history(self, session_id: str, user_id: str | None = None) -> list[Message]:
+        """What the backend's read-back hook holds for ``session_id`` of user ``user_id`` (``None``: the default)."""
         assert self._probe is not None and self._probe.read_back is not None, "the backend has no memcore_history"
-        return list(self._probe.read_back(Session(id=session_id)))
+        return list(self._probe.read_back(Session(id=session_id, user_id=user_id)))
 
-    def texts(self, session_id: str) -> list[str]:
-        return [m.content for m in self.history(session_id)]
+    def texts(self, session_id: str, user_id: str | None = None) -> list[str]:
+        return [m.content for m in self.history(session_id, user_id)]
 
-    def commit(self, *session_ids: str) -> None:
-        """Ask for a commit of each session (if the backend commits), so that what was written becomes recallable."""
+    def commit(self, *session_ids: str, user_id: str | None = None) -> None:
+        """Ask for a commit of each session of ``user_id`` (if the backend commits), so that what was written
+        becomes recallable."""
         if "commit" in self.capabilities:
             for sid in session_ids:
-                self.memory.lifecycle(sid).end()
+                self.memory.lifecycle(sid, user_id=user_id).end()
 
-    def recall(self, query: str, session_id: str | None = None, limit: int = 10) -> list[Recollection]:
-        """One recall, scoped to ``session_id`` (through a lifecycle in it) or across everything (``None``)."""
+    def recall(
+        self, query: str, session_id: str | None = None, limit: int = 10, *, user_id: str | None = None
+    ) -> list[Recollection]:
+        """One recall as user ``user_id``, scoped to ``session_id`` (through a lifecycle in it) or across everything
+        the user has (``None``)."""
         timeout = min(10.0, max(self.settings.index_deadline, 2.0))
         if session_id is None:
-            return self.memory.recall(query, limit=limit, timeout=timeout)
-        return self.memory.lifecycle(session_id).recall(query, limit=limit, timeout=timeout)
+            return self.memory.recall(query, limit=limit, timeout=timeout, user_id=user_id)
+        return self.memory.lifecycle(session_id, user_id=user_id).recall(query, limit=limit, timeout=timeout)
 
     def recall_until(
         self,
@@ -273,19 +277,49 @@ class Harness:
         session_id: str | None = None,
         limit: int = 10,
         what: str | None = None,
+        user_id: str | None = None,
     ) -> list[Recollection]:
-        """Recall until every word in ``wanted`` appears in some recollection, polling up to ``index_deadline``."""
+        """Recall (as ``user_id``) until every word in ``wanted`` appears in some recollection, polling up to
+        ``index_deadline``."""
         need = list(wanted)
 
         def complete(found: list[Recollection]) -> bool:
             return all(any(has_word(r.text, word) for r in found) for word in need)
 
         where = "everywhere" if session_id is None else f"in session {session_id!r}"
+        who = "" if user_id is None else f" as user {user_id!r}"
         return poll(
-            lambda: self.recall(query, session_id, limit),
+            lambda: self.recall(query, session_id, limit, user_id=user_id),
             complete,
             deadline=self.settings.index_deadline,
-            what=what or f"recall of {query!r} {where} returning {need}",
+            what=what or f"recall of {query!r} {where}{who} returning {need}",
+        )
+
+    def recall_until_gone(
+        self,
+        unwanted: Iterable[str],
+        *,
+        session_id: str | None = None,
+        user_id: str | None = None,
+        what: str | None = None,
+    ) -> None:
+        """Recall each word of ``unwanted`` (as ``user_id``) until none of them appears in any recollection, polling
+        up to ``index_deadline``: for erasures that a service's index catches up with in the background."""
+        words = list(unwanted)
+
+        def found() -> list[str]:
+            hits = []
+            for word in words:
+                hits += [r.text for r in self.recall(word, session_id, 50, user_id=user_id) if has_word(r.text, word)]
+            return hits
+
+        where = "everywhere" if session_id is None else f"in session {session_id!r}"
+        who = "" if user_id is None else f" as user {user_id!r}"
+        poll(
+            found,
+            lambda hits: not hits,
+            deadline=self.settings.index_deadline,
+            what=what or f"recall {where}{who} no longer returning {words}",
         )
 
     def check_placement(

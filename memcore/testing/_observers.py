@@ -24,19 +24,46 @@ Wrap = Generator[None, Any, Any]
 
 class CallGate:
     """Holds every backend call (open, write, remember, commit) until :meth:`release`; ``entered`` is set when the
-    first call reaches it. Lets a test accept all its work before any of it is delivered, whatever the speed."""
+    first call reaches it, and :meth:`wait_held` waits until a number of calls are held at once. Lets a test accept
+    all its work before any of it is delivered, whatever the speed, and know which calls are in flight meanwhile.
+    Forget, recall, history and close calls are never held."""
 
     def __init__(self, name: str = "memcore-testing-gate") -> None:
         self.name = name
         self.entered = threading.Event()
         self._open = threading.Event()
+        self._count = threading.Condition()
+        self._held = 0
+
+    @property
+    def held(self) -> int:
+        """How many calls wait at the gate now."""
+        with self._count:
+            return self._held
+
+    def wait_held(self, n: int, timeout: float | None = None) -> bool:
+        """Wait until at least ``n`` calls are held at once (at most ``timeout`` seconds); whether they are. Always
+        True once released."""
+        with self._count:
+            return self._count.wait_for(lambda: self._held >= n or self._open.is_set(), timeout)
 
     def release(self) -> None:
         self._open.set()
+        with self._count:
+            self._count.notify_all()
 
     def _hold(self) -> None:
+        if self._open.is_set():
+            return
+        with self._count:
+            self._held += 1
+            self._count.notify_all()
         self.entered.set()
-        self._open.wait()
+        try:
+            self._open.wait()
+        finally:
+            with self._count:
+                self._held -= 1
 
     @hookimpl(wrapper=True)
     def memcore_open_session(self) -> Wrap:
@@ -145,10 +172,11 @@ class CommitView:
 
 
 class Probe:
-    """Sees every call to the backend under test, from outside, as an observer wrapper.
+    """Sees every call to the backend under test, from outside, as an observer wrapper (``forgets`` lists the forgets
+    that returned, ``recall_users`` the user of each recall).
 
-    ``read_back`` (set by the harness) reads a session's stored messages through ``memcore_history``; the probe
-    calls it when a commit starts, before the backend sees the commit (unless ``read_at_commit`` is off).
+        ``read_back`` (set by the harness) reads a session's stored messages through ``memcore_history``; the probe
+        calls it when a commit starts, before the backend sees the commit (unless ``read_at_commit`` is off).
     """
 
     name = "memcore-testing-probe"
@@ -163,6 +191,8 @@ class Probe:
         self.commit_views: dict[str, list[CommitView]] = defaultdict(list)
         self.commits: Counter[str] = Counter()  # commits that returned without raising
         self.recalls: list[tuple[int, int | None]] = []  # (limit asked, how many the backend returned)
+        self.recall_users: list[str | None] = []  # the user each recall was asked for, in order
+        self.forgets: list[tuple[str | None, str | None]] = []  # (user id, session id) of each forget that returned
         self.max_in_flight: Counter[str] = Counter()
         self._in_flight: Counter[str] = Counter()
         self._lock = threading.Lock()
@@ -227,8 +257,19 @@ class Probe:
         return result
 
     @hookimpl(wrapper=True)
-    def memcore_recall(self, query: str, session: Session | None, limit: int) -> Wrap:
+    def memcore_forget(self, user_id: str | None, session_id: str | None) -> Wrap:
+        with self._lock:
+            self.calls.append(("forget", session_id))
+        result = yield
+        with self._lock:
+            self.forgets.append((user_id, session_id))
+        return result
+
+    @hookimpl(wrapper=True)
+    def memcore_recall(self, query: str, session: Session | None, limit: int, user_id: str | None) -> Wrap:
         self._start("recall", session)
+        with self._lock:
+            self.recall_users.append(user_id)
         gate = self.gate
         if gate is not None:
             gate.hold()

@@ -1,7 +1,8 @@
 """What a backend can do, in one place: the capabilities the conformance suite tests, and where each comes from.
 
-Most capabilities are the hooks a backend implements (``recall`` means it implements ``memcore_recall``). A few
-are properties no hook can show, so the suite subclass declares them. A suite test names what it needs with
+Most capabilities are the hooks a backend implements (``recall`` means it implements ``memcore_recall``). One is a
+class attribute of the backend (``users``: ``separates_users = True``). A few are properties neither can show, so the
+suite subclass declares them. A suite test names what it needs with
 :func:`requires`; on a backend without it the test is skipped, with the capability named. A capability the backend
 has is tested, and a test of it that fails is a failure.
 """
@@ -14,13 +15,24 @@ from typing import Any, TypeVar
 from .._hooks import BACKEND_HOOKS
 from .._plugins import capabilities
 
-__all__ = ["CAPABILITIES", "capabilities_of", "describe_missing", "requirements_of", "requires"]
+__all__ = [
+    "CAPABILITIES",
+    "capabilities_of",
+    "describe_missing",
+    "requirements_of",
+    "requires",
+    "separates_users",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: Every capability a suite test may require, and how a backend comes to have it.
 CAPABILITIES: dict[str, str] = {
     **{hook.removeprefix("memcore_"): f"a backend has it when it implements {hook}" for hook in BACKEND_HOOKS},
+    "users": (
+        "declared by the backend with the class attribute separates_users = True: recall as one user never returns "
+        "another user's memory (memcore refuses any user but the default one otherwise)"
+    ),
     "scoped_recall": (
         "declared with scoped_recall = True on the suite class: recall in a session searches only that session"
     ),
@@ -54,9 +66,17 @@ def requirements_of(test: object) -> frozenset[str]:
     return frozenset(found) if isinstance(found, (frozenset, set)) else frozenset()
 
 
+def separates_users(backend: Any) -> bool:
+    """Whether ``backend`` (an instance or a class) declares that it keeps users apart, as memcore reads it: the
+    attribute ``separates_users`` is ``True`` itself (a merely truthy value does not count)."""
+    return getattr(backend, "separates_users", False) is True
+
+
 def capabilities_of(backend: Any, declared: Iterable[str] = ()) -> frozenset[str]:
-    """The hook capabilities of ``backend`` (an instance or a class) plus ``declared`` ones."""
-    return capabilities(backend) | frozenset(declared)
+    """The hook capabilities of ``backend`` (an instance or a class), ``users`` if it separates users, plus
+    ``declared`` ones."""
+    users = frozenset({"users"}) if separates_users(backend) else frozenset()
+    return capabilities(backend) | users | frozenset(declared)
 
 
 def describe_missing(backend_name: str, missing: Iterable[str]) -> str:

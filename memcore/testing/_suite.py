@@ -12,21 +12,23 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import unquote_to_bytes
 
+import attrs
 import httpx
 import pytest
 
 from .. import _plugins as registry
-from .._errors import InvalidSessionId, InvalidSwitch, UnknownSwitchReason
+from .._errors import InvalidSessionId, InvalidSwitch, UnknownSwitchReason, UsersNotSeparated
 from .._faults import FaultInjector, FaultTransport
+from .._forget import Forgetting
 from .._records import Recollection
 from .._validate import messages as to_messages
 from ._guard import check_overrides
-from ._harness import AWKWARD_SESSION_IDS, Harness, Settings, Tap, TapEntry, decoys
+from ._harness import AWKWARD_SESSION_IDS, Harness, Settings, Tap, TapEntry, decoys, has_word
 from ._observers import CallGate, RecallGate
 from ._poll import poll
 from ._requirements import capabilities_of, describe_missing, requirements_of, requires
 
-__all__ = ["UNICODE_SAMPLES", "BackendSuite"]
+__all__ = ["LOOK_ALIKE_IDS", "REFUSED_IDS", "UNICODE_SAMPLES", "BackendSuite"]
 
 ROTATING = ("new", "branch", "resume", "compress")
 
@@ -37,6 +39,32 @@ UNICODE_SAMPLES: tuple[str, ...] = (
     "combining marks: e\u0301 a\u0308 n\u0303 (decomposed) beside é ä ñ (composed), and Z\u0351\u0308\u0324algo",
     "CJK 記憶 기억 きおく, astral 𝔐𝔢𝔪𝔬𝔯𝔶 𓂀, a BOM \ufeff, a zero width\u200bspace, a joiner\u200d, an RTL mark \u200f",
     'tabs\tand\nnewlines\r\nquotes \' " ` backslashes \\ JSON {"a": [1]} and <b>markup</b> &amp; %s {0}',
+)
+
+#: Ids memcore refuses (:class:`~memcore.InvalidSessionId`) as session and user ids, before anything is accepted: line
+#: breaks (a header, a log line or a record injected), other control characters, blank ids, ids over 256 characters.
+REFUSED_IDS: tuple[str, ...] = (
+    "a\nb",
+    "\n",
+    "line\rbreak",
+    "x\r\nX-Other: y",
+    "tab\there",
+    "nul\x00",
+    "del\x7f",
+    "",
+    "   ",
+    "x" * 257,
+)
+
+#: Valid ids that careless code turns into one another (resolving a path, (un)quoting, Unicode normalisation, case
+#: folding, dropping invisible characters or spaces, truncating), in groups: every id of a group must keep its own
+#: data apart from the others'.
+LOOK_ALIKE_IDS: tuple[tuple[str, ...], ...] = (
+    ("/", "%2F", "%252F"),
+    (".", "..", "../other", "other"),
+    ("a%2Fb", "a/b"),
+    ("alice", "\uff41lice", "alice\u200b", "Alice", "alice "),
+    ("u" * 256, "u" * 255),
 )
 
 MEGABYTE = 1 << 20
@@ -73,6 +101,10 @@ class BackendSuite:
     recall_is_verbatim: ClassVar[bool] = True
     #: The most latency jitter (seconds) put before each backend call.
     jitter: ClassVar[float] = 0.003
+    #: ``True``: after a forget that says it keeps something (``Forgetting.kept``), recall may still return what was
+    #: forgotten (the service keeps memories extracted from it). The forget tests then check recall only for what
+    #: never reached the backend; history (``memcore_history``) and other scopes are checked all the same.
+    forget_keeps_recall: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -130,7 +162,7 @@ class BackendSuite:
     ) -> Iterator[Harness]:
         harness = Harness(
             backend=backend,
-            capabilities=registry.capabilities(backend),
+            capabilities=capabilities_of(backend),
             settings=Settings(
                 index_deadline=self.index_deadline,
                 flush_timeout=self.flush_timeout,
@@ -666,6 +698,369 @@ class BackendSuite:
             found = h.recall_until(f"{word}end", [f"{word}end"], session_id=sid)
             assert any(big in r.text for r in found), "the big message came back altered or truncated"
 
+    # -- users (issue 13) -----------------------------------------------------------------------------------------
+
+    def _user_world(self, h: Harness) -> tuple[str, list[str | None], dict[str | None, list[str]]]:
+        """The default user and two named ones, each with a turn and (if the backend takes notes) a note in the same
+        session id, in the same words but for a token of their own; committed and delivered. Returns the common word,
+        the users and each user's tokens."""
+        word, sid = h.token(), h.sid("shared")
+        users: list[str | None] = [None, h.sid("alice"), h.sid("bob")]
+        tokens: dict[str | None, list[str]] = {}
+        for user in users:
+            turn, note = h.token(), h.token()
+            lc = h.memory.lifecycle(sid, user_id=user)
+            lc.sync_turn(f"{word} {turn} is what this user said", f"{word} noted {turn}")
+            tokens[user] = [turn]
+            if "remember" in h.capabilities:
+                lc.remember(f"{word} {note} is what this user asked to remember", kind="preference")
+                tokens[user].append(note)
+            h.commit(sid, user_id=user)
+        h.flush()
+        return word, users, tokens
+
+    @requires("users", "recall")
+    def test_users_recall_never_returns_another_users_memory(self, memcore_harness: Harness) -> None:
+        h = memcore_harness
+        word, users, tokens = self._user_world(h)
+        sid = h.sid("shared")
+        for user in users:
+            h.recall_until(word, tokens[user], session_id=sid, user_id=user, limit=50)
+            h.recall_until(word, tokens[user], user_id=user, limit=50)
+        for user in users:
+            foreign = [t for other in users if other != user for t in tokens[other]]
+            for where in (sid, None):
+                place = f"in session {sid!r}" if where is not None else "outside any session"
+                for query in (word, *foreign):
+                    got = h.recall(query, where, 50, user_id=user)
+                    leaked = [r.text for r in got if any(has_word(r.text, t) for t in foreign)]
+                    assert not leaked, (
+                        f"recall of {query!r} as user {user!r} {place} returned another user's memory: {leaked}"
+                    )
+        assert set(h.probe.recall_users) == set(users), f"recall reached the backend as {set(h.probe.recall_users)}"
+
+    @requires("users", "history")
+    def test_users_history_is_per_user(self, memcore_harness: Harness) -> None:
+        h = memcore_harness
+        sid = h.sid("shared")
+        users: list[str | None] = [None, h.sid("alice"), h.sid("bob")]
+        expected: dict[str | None, list[str]] = {user: [] for user in users}
+        for i in range(3):
+            for user in users:
+                turn = [f"turn {i} of {user!r}", f"answer {i} to {user!r}"]
+                h.memory.lifecycle(sid, user_id=user).sync_turn(*_pair(turn))
+                expected[user] += turn
+        h.flush()
+        for user in users:
+            got = h.texts(sid, user)
+            assert got == expected[user], f"session {sid!r} of user {user!r} holds {got}, not {expected[user]}"
+        assert h.texts(sid, h.sid("carol")) == [], "a user who wrote nothing has a history"
+
+    def test_named_users_need_a_backend_that_separates_them(self, memcore_harness: Harness) -> None:
+        h = memcore_harness
+        sid, user = h.sid("s1"), h.sid("someone")
+        if "users" in h.capabilities:
+            h.memory.lifecycle(sid, user_id=user).sync_turn("a turn of a named user", "ok")
+            report = h.flush()
+            assert report.delivered >= 1 and report.pending == 0, report
+            seen = {s.user_id for s in h.probe.write_sessions[sid]}
+            assert seen == {user}, f"the write reached the backend as user(s) {seen}, not {user!r}"
+            return
+        memory = h.memory
+        refused: list[Callable[[], object]] = [
+            lambda: memory.lifecycle(sid, user_id=user),
+            lambda: memory.recall("anything", user_id=user),
+            lambda: memory.forget(user_id=user),
+            lambda: memory.forget(user_id=user, session_id=sid),
+        ]
+        for call in refused:
+            with pytest.raises(UsersNotSeparated):
+                call()
+        report = h.flush()
+        assert report.delivered == report.pending == 0 and not h.probe.calls, (
+            f"a refused user reached the backend: {h.probe.calls}, {report}"
+        )
+        memory.lifecycle(sid).sync_turn("the default user", "still works")
+        report = h.flush()
+        assert report.delivered >= 1 and {s.user_id for s in h.probe.write_sessions[sid]} == {None}, report
+
+    # -- forget (issue 13) ----------------------------------------------------------------------------------------
+
+    def _fill(self, h: Harness, scopes: Sequence[tuple[str | None, str]]) -> dict[tuple[str | None, str], Written]:
+        """Two turns and (if the backend takes notes) a note in each (user, session) of ``scopes``, in the same words
+        but for tokens of their own; committed, delivered, and seen where the backend shows them."""
+        word = h.token()
+        written: dict[tuple[str | None, str], Written] = {}
+        for user, sid in scopes:
+            lc = h.memory.lifecycle(sid, user_id=user)
+            texts, tokens = [], []
+            for i in range(2):
+                token = h.token()
+                turn = [f"{word} {token} was said in turn {i}", f"{word} {token} answered"]
+                lc.sync_turn(*_pair(turn))
+                texts += turn
+                tokens.append(token)
+            if "remember" in h.capabilities:
+                token = h.token()
+                lc.remember(f"{word} {token} is a note to forget or keep")
+                tokens.append(token)
+            written[(user, sid)] = Written(texts=texts, tokens=tokens)
+            h.commit(sid, user_id=user)
+        h.flush()
+        self._check_kept(h, written)
+        return written
+
+    def _check_kept(self, h: Harness, written: dict[tuple[str | None, str], Written]) -> None:
+        """Each scope still holds exactly what was written to it (history) and recalls all of it (recall)."""
+        for (user, sid), w in written.items():
+            if "history" in h.capabilities:
+                got = h.texts(sid, user)
+                assert got == w.texts, f"session {sid!r} of user {user!r} holds {_texts_of(got)}, not {w.texts}"
+            if "recall" in h.capabilities:
+                for token in w.tokens:
+                    h.recall_until(token, [token], user_id=user)
+
+    def _forgotten(self, h: Harness, handle: Forgetting) -> bool:
+        """Wait for ``handle``; check that it answered clearly. True when recall must no longer return what was
+        forgotten (the backend keeps nothing, or keeps something recall does not show)."""
+        assert handle.wait(self.flush_timeout), f"the forget did not finish within {self.flush_timeout:g} s: {handle}"
+        assert handle.done
+        assert not handle.failures, f"the forget failed: {list(handle.failures)}"
+        kept = handle.kept.get(h.memory.backends[0])
+        assert handle.ok is (not kept), f"ok={handle.ok} while kept={dict(handle.kept)}"
+        if not kept:
+            return True
+        assert kept.strip() and not _UNCLEAR.match(kept.strip()) and len(kept.strip()) >= 8, (
+            f"the forget keeps something and says only {kept!r}: say what stays"
+        )
+        return not self.forget_keeps_recall
+
+    def _check_gone(
+        self, h: Harness, user: str | None, sid: str, w: Written, *, recall: bool, after: Sequence[str] = ()
+    ) -> None:
+        """Nothing of ``w`` is read back from (``user``, ``sid``) but the texts ``after`` (written after the forget),
+        nor (with ``recall``) recalled as ``user``, in the session or outside any."""
+        if "history" in h.capabilities:
+            got = h.texts(sid, user)
+            assert got == list(after), (
+                f"after the forget, session {sid!r} of user {user!r} holds {_texts_of(got)}, not {list(after)}"
+            )
+        if recall and "recall" in h.capabilities:
+            h.recall_until_gone(
+                w.tokens, user_id=user, what=f"recall as user {user!r} no longer returning forgotten session {sid!r}"
+            )
+            h.recall_until_gone(w.tokens, session_id=sid, user_id=user)
+
+    def _observable(self, h: Harness) -> None:
+        if "history" not in h.capabilities and "recall" not in h.capabilities:
+            pytest.skip("what a forget erases is observable only through 'history' or 'recall'")
+
+    @requires("forget")
+    def test_forget_of_a_session_erases_it_and_nothing_else(self, memcore_harness: Harness) -> None:
+        h = memcore_harness
+        self._observable(h)
+        users = "users" in h.capabilities
+        user = h.sid("alice") if users else None
+        gone, kept = h.sid("gone"), h.sid("kept")
+        scopes = [(user, gone), (user, kept)]
+        if users:  # the same session id of other users, the default one included
+            scopes += [(h.sid("bob"), gone), (None, gone)]
+        written = self._fill(h, scopes)
+        handle = h.memory.lifecycle(gone, user_id=user).forget()
+        recall = self._forgotten(h, handle)
+        assert (handle.user_id, handle.session_id) == (user, gone), handle
+        assert h.probe.forgets == [(user, gone)], f"the backend was asked to forget {h.probe.forgets}"
+        self._check_gone(h, user, gone, written.pop((user, gone)), recall=recall)
+        self._check_kept(h, written)
+
+    @requires("forget", "users")
+    def test_forget_of_a_user_erases_all_its_sessions_and_nothing_else(self, memcore_harness: Harness) -> None:
+        h = memcore_harness
+        self._observable(h)
+        alice, bob = h.sid("alice"), h.sid("bob")
+        s1, s2 = h.sid("s1"), h.sid("s2")
+        written = self._fill(h, [(alice, s1), (alice, s2), (bob, s1), (None, s1)])
+        handle = h.memory.forget(user_id=alice)
+        recall = self._forgotten(h, handle)
+        assert h.probe.forgets == [(alice, None)], f"the backend was asked to forget {h.probe.forgets}"
+        for sid in (s1, s2):
+            self._check_gone(h, alice, sid, written.pop((alice, sid)), recall=recall)
+        self._check_kept(h, written)
+
+    @pytest.mark.parametrize("scope", ["session", "user"])
+    @requires("forget")
+    def test_forget_drops_pending_writes_and_keeps_later_ones(self, memcore_harness: Harness, scope: str) -> None:
+        h = memcore_harness
+        self._observable(h)
+        users = "users" in h.capabilities
+        if scope == "user" and not users:
+            pytest.skip(describe_missing(h.backend_name(), {"users"}))
+        gate = CallGate()  # every backend call but the forget waits here until the test lets them go
+        memory = h.open(observers=[gate])
+        user = h.sid("alice") if users else None
+        raced = [h.sid("raced")] + ([h.sid("raced-too")] if scope == "user" else [])
+        lifecycles = [memory.lifecycle(sid, user_id=user) for sid in raced]
+        before: dict[str, Written] = {sid: Written(texts=[], tokens=[]) for sid in raced}
+
+        def write(sid: str, lc: Any, label: str) -> None:
+            token = h.token()
+            turn = [f"{token} was written {label}", f"{token} answered"]
+            lc.sync_turn(*_pair(turn))
+            before[sid].texts.extend(turn)
+            before[sid].tokens.append(token)
+
+        for sid, lc in zip(raced, lifecycles, strict=True):
+            write(sid, lc, "first, and is in flight at the forget")
+        assert gate.wait_held(len(raced), self.flush_timeout), "the first writes never reached the backend"
+        cap = getattr(h.backend, "max_write_messages", None)  # a turn of two messages may be two writes
+        per_turn = -(-2 // cap) if isinstance(cap, int) and cap > 0 else 1
+        queued = len(raced) * (per_turn - 1)  # the rest of each first turn waits behind its part in flight
+        for sid, lc in zip(raced, lifecycles, strict=True):
+            for i in range(4):
+                write(sid, lc, f"queued behind it ({i})")
+                queued += per_turn
+            if "remember" in h.capabilities:
+                token = h.token()
+                lc.remember(f"{token} is a note queued before the forget")
+                before[sid].tokens.append(token)
+                queued += 1
+        others = [(user, h.sid("other"))] if scope == "session" else []  # the user's other session
+        if users:  # other users' sessions of the same id
+            others += [(h.sid("bob"), raced[0]), (None, raced[0])]
+        untouched: dict[tuple[str | None, str], Written] = {}
+        for other_user, sid in others:
+            token = h.token()
+            turn = [f"{token} belongs to another scope", f"{token} answered"]
+            memory.lifecycle(sid, user_id=other_user).sync_turn(*_pair(turn))
+            untouched[(other_user, sid)] = Written(texts=turn, tokens=[token])
+        handle = memory.forget(user_id=user, session_id=raced[0] if scope == "session" else None)
+        after: dict[str, Written] = {}
+        for sid, lc in zip(raced, lifecycles, strict=True):
+            token = h.token()
+            turn = [f"{token} was written after the forget", f"{token} answered"]
+            lc.sync_turn(*_pair(turn))
+            after[sid] = Written(texts=turn, tokens=[token])
+        assert not handle.done, "the forget finished while a write of its scope accepted before it was in flight"
+        gate.release()
+        recall = self._forgotten(h, handle)
+        assert handle.dropped == queued, (
+            f"the forget dropped {handle.dropped} operations; {queued} were queued behind the calls in flight"
+        )
+        h.commit(*raced, user_id=user)
+        for other_user, sid in others:
+            h.commit(sid, user_id=other_user)
+        h.flush()
+        for sid in raced:
+            w = before[sid]
+            in_flight = Written(texts=w.texts[:2], tokens=w.tokens[:1])
+            never_sent = Written(texts=w.texts[2:], tokens=w.tokens[1:])
+            self._check_gone(h, user, sid, in_flight, recall=recall, after=after[sid].texts)
+            self._check_gone(h, user, sid, never_sent, recall=True, after=after[sid].texts)
+        self._check_kept(h, {**{(user, sid): after[sid] for sid in raced}, **untouched})
+
+    @requires("recall", "forget")
+    def test_forget_drops_a_prefetch_started_before_it(self, memcore_harness: Harness) -> None:
+        h = memcore_harness
+        s1 = h.sid("s1")
+        word = self._recallable(h, s1)
+        lc = h.memory.lifecycle(s1)
+        gate = h.probe.gate = RecallGate(timeout=self.flush_timeout)
+        lc.queue_prefetch(word, timeout=self.flush_timeout)
+        assert gate.entered.wait(self.flush_timeout), "the prefetch never reached the backend"
+        handle = lc.forget()
+        gate.release()
+        assert gate.finished.wait(self.flush_timeout), "the prefetch never returned from the backend"
+        h.probe.gate = None
+        self._forgotten(h, handle)
+        got = lc.take_prefetch(timeout=1.0)
+        assert got == [], f"a prefetch started before a forget was handed out after it: {_texts(got)}"
+
+    # -- ids that try to leave their scope ---------------------------------------------------------------------
+
+    def test_ids_with_line_breaks_or_control_characters_are_refused(self, memcore_harness: Harness) -> None:
+        h = memcore_harness
+        memory, good = h.memory, h.sid("good")
+        lc = memory.lifecycle(good)
+        calls: list[tuple[str, Callable[[str], object]]] = [
+            ("lifecycle(session_id)", lambda bad: memory.lifecycle(bad)),
+            ("lifecycle(user_id=)", lambda bad: memory.lifecycle(good, user_id=bad)),
+            ("lifecycle(parent_session_id)", lambda bad: memory.lifecycle(good, bad)),
+            ("switch", lambda bad: lc.switch(bad, reason="new")),
+            ("recall(user_id=)", lambda bad: memory.recall("anything", user_id=bad)),
+            ("forget(user_id=)", lambda bad: memory.forget(user_id=bad)),
+            ("forget(session_id=)", lambda bad: memory.forget(user_id=None, session_id=bad)),
+        ]
+        for bad in REFUSED_IDS:
+            for what, call in calls:
+                try:
+                    call(bad)
+                except InvalidSessionId:
+                    continue
+                pytest.fail(f"{what} accepted the id {bad!r}")
+        assert lc.session_id == good and lc.generation == 0
+        report = h.flush()
+        assert report.delivered == report.pending == 0 and not h.probe.calls, (
+            f"a refused id reached the backend: {h.probe.calls}, {report}"
+        )
+
+    def test_look_alike_session_ids_keep_their_own_data(self, memcore_harness: Harness) -> None:
+        h = memcore_harness
+        ids = [sid for group in LOOK_ALIKE_IDS for sid in group]
+        lc = h.memory.lifecycle(ids[0])
+        expected: dict[str, list[str]] = {}
+        tokens: dict[str, str] = {}
+        for i, sid in enumerate(ids):
+            if i:
+                lc.switch(sid, reason="new")
+            word = tokens[sid] = h.token()
+            expected[sid] = [f"{word} was written to look-alike session {i}", f"{word} noted"]
+            lc.sync_turn(*_pair(expected[sid]))
+        h.commit(ids[-1])
+        h.flush()
+        for sid in ids:
+            seen = {s.id for s in h.probe.write_sessions[sid]}
+            assert seen == {sid}, f"the id {sid!r} reached the backend as {seen}"
+        h.check_placement(expected, tokens)
+
+    @requires("users")
+    def test_look_alike_user_ids_keep_their_own_data(self, memcore_harness: Harness) -> None:
+        h = memcore_harness
+        self._observable(h)
+        sid, word = h.sid("shared"), h.token()
+        written: dict[str, Written] = {}
+        for group in LOOK_ALIKE_IDS:
+            for user in group:
+                token = h.token()
+                turn = [f"{word} {token} was written by a look-alike user", f"{word} {token} answered"]
+                lc = h.memory.lifecycle(sid, user_id=user)
+                lc.sync_turn(*_pair(turn))
+                written[user] = Written(texts=turn, tokens=[token])
+                if "remember" in h.capabilities:
+                    note = h.token()
+                    lc.remember(f"{word} {note} is a look-alike user's note")
+                    written[user].tokens.append(note)
+                h.commit(sid, user_id=user)
+        h.flush()
+        seen = {s.user_id for s in h.probe.write_sessions[sid]}
+        assert seen == set(written), f"the user ids reached the backend as {sorted(map(repr, seen))}"
+        for group in LOOK_ALIKE_IDS:
+            for user in group:
+                w = written[user]
+                if "history" in h.capabilities:
+                    got = h.texts(sid, user)
+                    assert got == w.texts, f"session {sid!r} of user {user!r} holds {_texts_of(got)}, not {w.texts}"
+                if "recall" not in h.capabilities:
+                    continue
+                h.recall_until(word, w.tokens, user_id=user, limit=50)
+                for other in group:
+                    if other == user:
+                        continue
+                    for token in written[other].tokens:
+                        for where in (sid, None):
+                            got_back = [r.text for r in h.recall(token, where, 50, user_id=user)]
+                            leaked = [t for t in got_back if has_word(t, token)]
+                            assert not leaked, f"recall as user {user!r} returned user {other!r}'s memory: {leaked}"
+
     # -- HTTP backends: faults through memcore.http's transport ---------------------------------------------------
 
     def _http_traffic(
@@ -805,6 +1200,18 @@ TOOL_TURN: list[dict[str, Any]] = [
     {"role": "tool", "tool_call_id": "call_1", "name": "weather", "content": '{"temp_c": 21}'},
     {"role": "assistant", "content": "It is 21 °C in Paris."},
 ]
+
+
+@attrs.define
+class Written:
+    """What a test wrote to one scope: the texts as history reads them back, and the tokens recall finds."""
+
+    texts: list[str]
+    tokens: list[str]
+
+
+def _texts_of(texts: Sequence[str]) -> list[str]:
+    return [t if len(t) <= 120 else t[:120] + "..." for t in texts]
 
 
 def _pair(turn: Sequence[str]) -> tuple[str, str]:
