@@ -171,11 +171,14 @@ class SessionLifecycle:
     def forget(self) -> Forgetting:
         """Erase the current session (of this lifecycle's user) on every backend; see :meth:`Memory.forget`. Recall
         asked for before it is never handed out after it (the generation moves on, as for a rewind)."""
+        session = self._state.session
+        handle = self._memory.forget(user_id=session.user_id, session_id=session.id)  # raises: nothing changed
         with self._lock:
-            session = self._state.session
-            self._state = _State(session, self._state.generation + 1)
-            self._prefetch = None
-        return self._memory.forget(user_id=session.user_id, session_id=session.id)
+            self._state = _State(self._state.session, self._state.generation + 1)
+            if self._prefetch is not None:
+                self._prefetch = None
+                self._dropped = True
+        return handle
 
     # -- recall ------------------------------------------------------------------------------------------------
 
