@@ -26,6 +26,7 @@ from ._commands import (
 from ._errors import InvalidContent, InvalidSessionId, InvalidSwitch, MemcoreError, UnknownBackend
 from ._paths import memcore_home
 from ._replay import ScriptError
+from ._status import FAILURES_SHOWN, cmd_status
 
 #: How many of the core's warnings (failed operations, skipped backends...) a run prints; the report has the rest.
 WARNINGS_SHOWN = 5
@@ -213,6 +214,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pending.add_argument("--journal", type=_journal_path, metavar="FILE", help=journal_help)
     pending.add_argument("--json", action="store_true", help="print the listing as JSON")
+
+    status = _command(
+        sub,
+        "status",
+        cmd_status,
+        "show the journal's processes, what is pending or failed per backend, and the store's counts",
+        "Shows, for $MEMCORE_HOME (or --journal FILE and --path DB): the processes registered in the journal and\n"
+        "whether each still runs, per backend the operations pending (queued in a running process, or waiting\n"
+        "for the next Memory with that backend), the sessions that owe a commit and the operations that failed\n"
+        "for good, the oldest pending operation, the most recent failures with their last error, and the\n"
+        "store's counts. Read-only: it never creates, moves or changes a file. A missing default journal or\n"
+        "store holds nothing; a file named with --journal or --path must be one.",
+        ["memcore status", "memcore status --json", "MEMCORE_HOME=/srv/agent/memcore memcore status --failures 20"],
+    )
+    status.add_argument("--journal", type=_journal_path, metavar="FILE", help=journal_help)
+    status.add_argument(
+        "--path", type=_db_path, metavar="DB", help="the SQLite store (default: $MEMCORE_HOME/memory.sqlite3)"
+    )
+    status.add_argument(
+        "--failures",
+        type=_positive_int,
+        default=FAILURES_SHOWN,
+        metavar="N",
+        help=f"list the N most recent failures ({FAILURES_SHOWN})",
+    )
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
 
     retry = _command(
         sub,
