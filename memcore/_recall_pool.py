@@ -11,6 +11,8 @@ but only when none of its recalls is in flight, so a backend is never closed und
 from __future__ import annotations
 
 import collections
+import contextvars
+import functools
 import logging
 import math
 import threading
@@ -55,7 +57,9 @@ class RecallPool:
 
     def submit(self, backend: int, task: Task, *, deadline: float = math.inf, cancel: Task | None = None) -> None:
         """Run ``task`` for ``backend`` on a free worker; dropped if still queued at ``deadline`` (``clock`` time);
-        ``cancel`` runs instead if the pool closes first."""
+        ``cancel`` runs instead if the pool closes first. The task runs in a copy of the caller's context
+        (``contextvars``), so what observers read from it there (a tracing span...) is the caller's."""
+        task = functools.partial(contextvars.copy_context().run, task)
         with self._cond:
             if self._closing:
                 raise MemoryClosed("this Memory is closed; it recalls nothing")
