@@ -99,6 +99,15 @@ def test_ids_stay_in_one_path_segment_and_users_get_banks_of_their_own() -> None
     assert seen[0].url.raw_path == b"/v1/default/banks/memcore--u%252F1/documents/x%252Fchunks"
 
 
+def test_a_user_id_too_long_for_a_bank_id_gets_a_hashed_bank() -> None:
+    backend, seen = make(lambda r: httpx.Response(404, json={"detail": "Document not found"}))
+    for user in ("u" * 256, "ü" * 100, "u" * 183):
+        backend.memcore_history(memcore.Session(id="s", user_id=user))
+    banks = [r.url.path.split("/")[4] for r in seen]
+    assert [len(b.encode()) for b in banks] == [75, 75, 192]
+    assert banks[0].startswith("memcore--%H") and banks[0] != banks[1] and banks[2] == "memcore--" + "u" * 183
+
+
 def test_notes_are_items_of_their_own_with_the_kind_as_context_and_a_key_derived_id() -> None:
     backend, seen = make(lambda r: httpx.Response(200, json={"success": True}))
     note = memcore.Note(text="likes tea", kind="preference", metadata={"n": 1, "s": "x"})
@@ -193,6 +202,6 @@ def test_settings_come_from_the_environment_and_bad_banks_are_refused(monkeypatc
     monkeypatch.setenv("HINDSIGHT_API_KEY", KEY)
     backend = HindsightBackend()
     assert backend.url == "http://env.test:8888" and KEY not in repr(backend) and KEY not in backend.journal_key
-    for bad in ("", "a/b", ".."):
+    for bad in ("", "a/b", "..", "_x", "b" * 125):
         with pytest.raises(ValueError):
             HindsightBackend(bank=bad)

@@ -19,6 +19,7 @@ API = "/v1/default/banks"
 SESSION_TAG = "session:"  #: a turn's and a note's tag: the id of the session they were made in
 NOTE_TAG = "memcore:note"
 PAGE = 100
+BANK_MAX = 192  #: Hindsight's longest bank id, in bytes of UTF-8
 KEPT = (
     "Hindsight's LLM request traces of those retains (GET /v1/default/banks/{bank}/llm-requests; on by default, kept "
     "HINDSIGHT_API_LLM_TRACE_RETENTION_DAYS days, 1 by default) and the bank's entities named in them"
@@ -64,8 +65,8 @@ class HindsightBackend:
     ) -> None:
         self.url = (url or os.environ.get("HINDSIGHT_API_URL") or "http://127.0.0.1:8888").rstrip("/")
         self._api_key = api_key if api_key is not None else os.environ.get("HINDSIGHT_API_KEY", "")
-        if not bank or "/" in bank or bank in (".", ".."):
-            raise ValueError(f"bank must be a non-empty id without '/', not {bank!r}")
+        if not bank or "/" in bank or bank in (".", "..") or bank[0] == "_" or len(bank.encode()) > BANK_MAX - 68:
+            raise ValueError(f"bank must be an id without '/', not starting with '_', of 1 to 124 bytes: {bank!r}")
         self.bank, self.scoped_recall, self.budget = bank, scoped_recall, budget
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
         self._client = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, transport=transport)
@@ -94,7 +95,11 @@ class HindsightBackend:
         return response.json() if response.content else None
 
     def _bank(self, user_id: str | None) -> str:
+        """User ``u``'s bank, ``<bank>--<u>``; ``<bank>--%H<sha256 of u>`` past Hindsight's 192 bytes (``%H`` is in no
+        encoded id, so the two forms never meet)."""
         bank = self.bank if user_id is None else f"{self.bank}--{encode_id(user_id)}"
+        if len(bank.encode()) > BANK_MAX:
+            bank = f"{self.bank}--%H{hashlib.sha256(str(user_id).encode()).hexdigest()}"
         return f"{API}/{quote_segment(bank)}"
 
     def _document(self, session: memcore.Session) -> str:
