@@ -175,9 +175,11 @@ for s in range(sessions):
         lc.sync_turn(f"s{s} turn {t}", f"reply {t}")
 assert memory.flush(timeout=30).pending == 0  # delivered, none committed: no boundary was reached
 deadline = time.monotonic() + 30
-while time.monotonic() < deadline:  # the journal writer puts the debts on disk with its next batch
+while time.monotonic() < deadline:  # the journal writer puts the debts and acks on disk with its next batches
     with sqlite3.connect(journal) as db:
-        if db.execute("SELECT count(*) FROM debts").fetchone()[0] == sessions:
+        owed = db.execute("SELECT count(*) FROM debts").fetchone()[0]
+        left = db.execute("SELECT count(*) FROM ops").fetchone()[0]
+        if owed == sessions and left == 0:  # every acknowledgement is on disk too
             break
     time.sleep(0.005)
 print("delivered", flush=True)
