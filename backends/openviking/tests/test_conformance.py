@@ -17,7 +17,7 @@ from memcore_openviking import OpenVikingBackend
 def make_backend(
     stack: Stack, tenant: dict[str, str], transport: httpx.BaseTransport | None = None
 ) -> OpenVikingBackend:
-    return OpenVikingBackend(url=stack.url, api_key=stack.api_key, transport=transport, **tenant)
+    return OpenVikingBackend(url=stack.url, api_key=stack.api_key, auth_mode="trusted", transport=transport, **tenant)
 
 
 def _ok(response: httpx.Response) -> dict:
@@ -38,9 +38,11 @@ def test_commit_extracts_a_memory_that_recall_finds(openviking: Stack, tenant: d
             memcore.Message(role="user", content=f"I keep my climbing shoes {word} in the blue locker."),
             memcore.Message(role="assistant", content="Noted."),
         ],
+        key="k1",
+        attempt=1,
     )
     started = time.monotonic()
-    task_id = backend.memcore_commit(session)
+    task_id = backend.memcore_commit(session, attempt=1)
     assert task_id and time.monotonic() - started < 5
     with httpx.Client(
         base_url=openviking.url,
