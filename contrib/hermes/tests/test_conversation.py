@@ -154,10 +154,13 @@ def test_scripted_conversation(homes: dict[str, Path]) -> None:
     ]
     assert contents(db, "s2") == [("user", "what coffee do I like"), ("assistant", "Espresso.")]
     assert contents(db, "s3") == [("user", "branch question"), ("assistant", "branch answer")]
-    # /undo takes the undone turn back out of the store (memcore_rewind) and invalidates recall.
+    # /undo invalidates recall; hermes 0.19.0 does not say how many turns it undid, and the undone turn's write may
+    # still wait on its worker, so memcore-hermes does not take a turn out of the store (it could be the wrong one).
     assert contents(db, "s4") == [
         ("user", "first in s4"),
         ("assistant", "ok"),
+        ("user", "oops"),
+        ("assistant", "undone soon"),
         ("user", "redo"),
         ("assistant", "redone"),
     ]

@@ -362,11 +362,13 @@ class MemcoreMemoryProvider(_Base):  # type: ignore[misc,valid-type,unused-ignor
                 parent = parent_session_id or lc.session_id
             if new_session_id != lc.session_id:
                 self._parents.setdefault(new_session_id, parent)
-            # /undo: hermes 0.19.0 says that the transcript was truncated, not by how much; its /undo takes back one
-            # turn unless given a count, so one turn is undone in memory too unless hermes names a count.
-            undone = kwargs.get("turns_undone", kwargs.get("turns", 1)) if reason == "rewind" else None
-            if undone is not None and (not isinstance(undone, int) or isinstance(undone, bool) or undone < 1):
-                undone = 1
+            # /undo: hermes 0.19.0 says that the transcript was truncated, not by how much, and calls this inline while
+            # the undone turn's sync_turn may still wait on its background worker: undoing "the last turn" here could
+            # take back the turn before it. So turns are undone only when hermes names how many (a newer hermes may);
+            # otherwise the rewind invalidates recall and the undone turn stays in memory (it is committed later).
+            undone = kwargs.get("turns_undone") if reason == "rewind" else None
+            if not isinstance(undone, int) or isinstance(undone, bool) or undone < 1:
+                undone = None
             lc.switch(new_session_id, reason=reason, parent_session_id=parent, turns=undone)
             self._turns_here = 0
         except Exception as exc:
