@@ -26,9 +26,7 @@ class TestHoncho(BackendSuite):
         yield HonchoBackend(url=fake_honcho.url, workspace=workspace, scoped_recall=self.scoped)
 
     @pytest.fixture
-    def http_backend(
-        self, fake_honcho: FakeHoncho, workspace: str
-    ) -> Callable[[httpx.BaseTransport], HonchoBackend]:
+    def http_backend(self, fake_honcho: FakeHoncho, workspace: str) -> Callable[[httpx.BaseTransport], HonchoBackend]:
         return lambda transport: HonchoBackend(
             url=fake_honcho.url, workspace=workspace, scoped_recall=self.scoped, transport=transport
         )

@@ -1,18 +1,22 @@
 """A fake Honcho server (API v3, server 3.0.12) on loopback, served in the test process, written from Honcho's OpenAPI
-description (``shared/apis/honcho-openapi.json``) for the endpoints ``honcho-ai`` 2.7.0 and memcore-honcho use:
+description (``shared/apis/honcho-openapi.json``) for the endpoints ``honcho-ai`` 2.7.0 and memcore-honcho use.
 
-workspaces (get or create, list, update, delete: 202, 409 while a session is active, deleted in the background),
-search, queue status, schedule_dream; peers (get or create, list, update, sessions, search); sessions (get or create
-with peers, list, update, delete: 202, marked inactive at once, deleted in the background; peers, peer config,
-context, summaries, search); messages (batch create, list, get, update metadata); conclusions (create, list, query,
-delete); ``GET /health``. State is kept in memory per workspace. Errors are Honcho's: ``{"detail": "..."}`` with 404,
-409, 400, and FastAPI's 422 ``{"detail": [{"loc", "msg", "type"}]}`` for bodies that do not validate (id pattern
-``^[a-zA-Z0-9_-]+$``, at most 512 characters; message content at most 25000 characters; at most 100 messages a batch;
-``size`` 1 to 100). Filters follow Honcho's filter language (``AND``/``OR``/``NOT``, ``in``/``ne``/``gt``..., ``*``,
-``metadata`` by containment). Search is Honcho's hybrid: full text (all query words, or a substring) fused by
-reciprocal rank with a "semantic" ranking (cosine of hashed bags of words, no threshold, as pgvector's nearest
-neighbours have none). Where the description is silent the fake follows the server's source (plastic-labs/honcho at
-3.0.12); what it still guesses is listed in the README.
+- Workspaces: get or create, list, update, delete (202; 409 while a session is active; deleted in the background),
+  search, queue status, schedule_dream.
+- Peers: get or create, list, update, their sessions, search.
+- Sessions: get or create with peers, list, update, delete (202; inactive at once, deleted in the background; a
+  get-or-create of an inactive session is 404), peers, peer config, context, summaries, search.
+- Messages: batch create, list, get, update metadata. Conclusions: create, list, query, delete. ``GET /health``.
+
+A get-or-create answers 200, as the description says (``created_status=201``: as the server's code does when it
+creates). State is kept in memory per workspace. Errors are Honcho's ``{"detail": "..."}`` (404, 409, 400) and
+FastAPI's 422 ``{"detail": [{"loc", "msg", "type"}]}`` for bodies that do not validate: ids ``^[a-zA-Z0-9_-]+$`` of
+at most 512 characters, message content of at most 25000 characters, 1 to 100 messages a batch, ``size`` 1 to 100.
+Filters follow Honcho's filter language (``AND``/``OR``/``NOT``, ``in``/``ne``/``gt``..., ``*``, ``metadata`` by
+containment). Search is Honcho's hybrid: full text (every query word, or a substring) fused by reciprocal rank with
+a "semantic" ranking (cosine of hashed bags of words, no threshold: pgvector's nearest neighbours have none). Where
+the description is silent the fake follows the server's source (plastic-labs/honcho 3.0.12); what it still guesses
+is listed in the README.
 """
 
 from __future__ import annotations
@@ -31,7 +35,10 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 ID = re.compile(r"[a-zA-Z0-9_-]+")
 MAX_CONTENT = 25_000
-STOPWORDS = frozenset("a an and are as at be by for from has he in is it its of on or that the to was were will with".split())
+STOPWORDS = frozenset(
+    {"a", "an", "and", "are", "as", "at", "be", "by", "for", "from", "has", "in", "is", "it", "of", "on", "or"}
+    | {"that", "the", "to", "was", "were", "will", "with"}
+)
 MESSAGE_COLUMNS = {"workspace_id", "session_id", "peer_id", "token_count", "created_at", "metadata", "id"}
 COLUMNS = {"id", "created_at", "is_active", "workspace_id", "session_id", "peer_id", "metadata"}
 CONCLUSION_COLUMNS = {"session_id", "workspace_id", "observer_id", "observed_id", "metadata", "level", "id"}
@@ -182,8 +189,12 @@ class FakeHoncho:
     ``Authorization: Bearer <key>`` (401 otherwise). ``deletion_delay``: seconds before a deleted session's or
     workspace's data is really gone (Honcho deletes in a background queue)."""
 
-    def __init__(self, api_key: str | None = None, deletion_delay: float = 0.05, dreams: bool = True) -> None:
+    def __init__(
+        self, api_key: str | None = None, deletion_delay: float = 0.05, dreams: bool = True, created_status: int = 200
+    ) -> None:
         self.api_key, self.deletion_delay, self.dreams_enabled = api_key, deletion_delay, dreams
+        #: a get-or-create that creates answers 200 (the description); the server's code answers 201
+        self.created_status = created_status
         self.workspaces: dict[str, dict[str, Any]] = {}
         self.dreams: list[dict[str, Any]] = []
         self.calls: Counter[str] = Counter()
@@ -280,7 +291,7 @@ class FakeHoncho:
             raise HTTPError(404, f"Session {session_id} not found in workspace {ws['record']['id']}")
         status = 200
         if found is None:
-            status = 201
+            status = self.created_status
             record = {
                 "id": session_id,
                 "is_active": True,
@@ -429,7 +440,9 @@ def _handler(fake: FakeHoncho) -> type[BaseHTTPRequestHandler]:
             try:
                 body = json.loads(raw) if raw else None
             except ValueError:
-                return self._send(route, 422, {"detail": [{"loc": ["body"], "msg": "JSON decode error", "type": "json_invalid"}]})
+                return self._send(
+                    route, 422, {"detail": [{"loc": ["body"], "msg": "JSON decode error", "type": "json_invalid"}]}
+                )
             with fake.lock:
                 try:
                     code, answer = self._route(self.command, segments, body, query)
@@ -451,7 +464,7 @@ def _handler(fake: FakeHoncho) -> type[BaseHTTPRequestHandler]:
                 ws = fake.workspace(workspace_id, create=True)
                 if created and body.get("metadata"):
                     ws["record"]["metadata"] = body["metadata"]
-                return (201 if created else 200), ws["record"]
+                return (fake.created_status if created else 200), ws["record"]
             if rest == ["list"] and method == "POST":
                 filters = (self._object(body) or {}).get("filters")
                 found = [w["record"] for w in fake.workspaces.values() if matches(w["record"], filters, COLUMNS)]
@@ -507,7 +520,13 @@ def _handler(fake: FakeHoncho) -> type[BaseHTTPRequestHandler]:
             return body
 
         def _peers(
-            self, workspace_id: str, ws: dict[str, Any] | None, method: str, rest: list[str], body: Any, q: dict[str, str]
+            self,
+            workspace_id: str,
+            ws: dict[str, Any] | None,
+            method: str,
+            rest: list[str],
+            body: Any,
+            q: dict[str, str],
         ) -> tuple[int, Any]:
             if rest == [] and method == "POST":
                 body = self._object(body, required=True)
@@ -519,7 +538,7 @@ def _handler(fake: FakeHoncho) -> type[BaseHTTPRequestHandler]:
                     ws["peers"][peer_id]["metadata"] = peer["metadata"] = body["metadata"]
                 if created and body.get("configuration"):
                     ws["peers"][peer_id]["configuration"] = peer["configuration"] = body["configuration"]
-                return (201 if created else 200), peer
+                return (fake.created_status if created else 200), peer
             if rest == ["list"] and method == "POST":
                 filters = (self._object(body) or {}).get("filters")
                 found = [p for p in (ws or {"peers": {}})["peers"].values() if matches(p, filters, COLUMNS)]
@@ -550,7 +569,13 @@ def _handler(fake: FakeHoncho) -> type[BaseHTTPRequestHandler]:
             raise HTTPError(404, "Not Found")
 
         def _sessions(
-            self, workspace_id: str, ws: dict[str, Any] | None, method: str, rest: list[str], body: Any, q: dict[str, str]
+            self,
+            workspace_id: str,
+            ws: dict[str, Any] | None,
+            method: str,
+            rest: list[str],
+            body: Any,
+            q: dict[str, str],
         ) -> tuple[int, Any]:
             if rest == [] and method == "POST":
                 body = self._object(body, required=True)
@@ -645,7 +670,13 @@ def _handler(fake: FakeHoncho) -> type[BaseHTTPRequestHandler]:
             raise HTTPError(404, "Not Found")
 
         def _conclusions(
-            self, workspace_id: str, ws: dict[str, Any] | None, method: str, rest: list[str], body: Any, q: dict[str, str]
+            self,
+            workspace_id: str,
+            ws: dict[str, Any] | None,
+            method: str,
+            rest: list[str],
+            body: Any,
+            q: dict[str, str],
         ) -> tuple[int, Any]:
             if rest == [] and method == "POST":
                 body = self._object(body, required=True)
@@ -693,7 +724,11 @@ def _handler(fake: FakeHoncho) -> type[BaseHTTPRequestHandler]:
                 if not isinstance(top_k, int) or not 1 <= top_k <= 100:
                     raise invalid(["body", "top_k"], "Input should be between 1 and 100", "less_than_equal")
                 vector = embed(body["query"])
-                scored = [(1 - cosine(vector, embed(c["content"])), c) for c in pool if matches(c, filters, CONCLUSION_COLUMNS)]
+                scored = [
+                    (1 - cosine(vector, embed(c["content"])), c)
+                    for c in pool
+                    if matches(c, filters, CONCLUSION_COLUMNS)
+                ]
                 scored = [s for s in scored if distance is None or s[0] <= distance]
                 return 200, [_conclusion(c) for _, c in sorted(scored, key=lambda s: s[0])[:top_k]]
             if len(rest) == 1 and method == "DELETE":
