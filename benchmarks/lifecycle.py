@@ -78,8 +78,8 @@ PACED_GAP = 0.001
 SYNC_TURN_P50_US = 5.0
 SWITCH_P99_US = 50.0
 END_P99_US = 50.0
-#: Threads beyond the pool (lane + recall workers): the main thread and the journal writer.
-THREADS_OVER_POOL = 2
+#: Threads beyond the pool (lane + recall workers): the main thread, the journal writer and its checkpointer.
+THREADS_OVER_POOL = 3
 THROUGHPUT_RATIO = 0.95
 #: Scale phase: memory per idle session (bytes, tracemalloc) and ``sync_turn`` latency with every session live.
 SCALE_BYTES_PER_SESSION = 2048.0

@@ -26,6 +26,7 @@ from typing import Any
 
 import attrs
 
+from ._checkpoint import Checkpointer, writer_pragmas
 from ._records import Note, Session, message_fields, message_from
 
 log = logging.getLogger("memcore")
@@ -214,6 +215,7 @@ class Journal:
         self.sync_each = durability == "sync"
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = _open(path, full_sync=self.sync_each)
+        writer_pragmas(self._db)  # checkpoints run beside the writer, never inside its COMMIT
         self.owner = f"{time.time_ns():020d}:{socket.gethostname()}:{os.getpid()}"  # sorts by start time
         self._db.execute(
             "INSERT INTO owners (owner, pid, host, started, pid_start, boot_id) VALUES (?, ?, ?, ?, ?, ?)",
@@ -240,6 +242,7 @@ class Journal:
         self._stopping = False
         self._closed = False
         self._reader: sqlite3.Connection | None = None  # used by one reloading worker at a time (read_spilled)
+        self._checkpointer = Checkpointer(path)
         self._thread = threading.Thread(target=self._writer, name="memcore-journal", daemon=True)
         self._thread.start()
 
@@ -390,6 +393,7 @@ class Journal:
                 if inserts or acks or fails or debts or erasures:
                     rows, refused = _prepare(inserts.values())
                     self._write(rows, acks, fails, debts, erasures)
+                    self._checkpointer.wrote(len(rows) + len(acks) + len(fails) + len(debts) + len(erasures))
             except Exception as exc:
                 with self._cond:  # keep the batch, in order, ahead of what came meanwhile
                     self._inserts = {**inserts, **self._inserts}
@@ -614,8 +618,9 @@ class Journal:
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
+        deadline = time.monotonic() + max(timeout, 0.0)
         self._thread.join(max(timeout, 0.0))
-        if self._thread.is_alive():
+        if self._thread.is_alive() or not self._checkpointer.close(deadline - time.monotonic()):
             return False
         self._db.execute("DELETE FROM owners WHERE owner = ?", (self.owner,))  # what is left is for the next start
         self._db.close()

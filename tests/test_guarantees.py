@@ -413,11 +413,11 @@ def test_g8_threads_are_a_fixed_pool_whatever_the_sessions(make_memory, backend)
         for i in range(4):
             lc.sync_turn(f"u{i}", "a")
     gate.wait_entered()
-    assert threading.active_count() == before + 6  # 3 lane workers, 2 recall workers, the journal writer
+    assert threading.active_count() == before + 7  # 3 lane + 2 recall workers, the journal writer, its checkpointer
     assert memory.flush(timeout=0).pending == 2000
     gate.release()
     drain(memory)
-    assert threading.active_count() == before + 6  # 3 lane workers, 2 recall workers, the journal writer
+    assert threading.active_count() == before + 7  # 3 lane + 2 recall workers, the journal writer, its checkpointer
 
 
 def test_g8_pending_bound_without_journal_refuses_with_a_clear_error_and_loses_nothing(make_memory, backend):
