@@ -39,13 +39,13 @@ class Stack:
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     api_key: str = ROOT_KEY
 
-    def stop(self) -> None:
+    def stop(self, grace: float = 15.0) -> None:
         for proc in reversed(self.processes):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
         for proc in reversed(self.processes):
             try:
-                proc.wait(timeout=15)
+                proc.wait(timeout=grace)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=5)
