@@ -52,13 +52,13 @@ class PendingBound:
         self.replayed_up_to[i] = max(self.replayed_up_to[i], high)
 
     def reload_due(self, i: int) -> bool:
-        """Whether backend ``i`` has spilled operations and room to load some back (and no reload under way)."""
-        return (
-            bool(self.spilled[i])
-            and not self.reloading[i]
-            and self.pending[i] <= self.cap // 2
-            and self.total < self.total_cap
-        )
+        """Whether backend ``i`` has spilled operations and room to load a good part of them back (and no reload
+        under way): room for a quarter of its bound, or its lanes are empty and there is any room at all. Without
+        that margin a lane that drains one operation at a time reloads one at a time (a query per operation)."""
+        if not self.spilled[i] or self.reloading[i] or self.total >= self.total_cap:
+            return False
+        want = min(self.cap // 2 - self.pending[i], self.total_cap - self.total)
+        return want >= max(self.cap // 4, 1) or self.pending[i] == 0
 
     def room(self, i: int) -> int:
         """How many spilled operations of backend ``i`` a reload may load: up to half its bound, within the total."""
