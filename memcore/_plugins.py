@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import logging
 import os
+import threading
 from collections.abc import Iterable, Mapping
 from importlib import metadata
 from typing import Any
@@ -121,10 +122,33 @@ def max_write_messages(plugin: Any, name: str) -> int | None:
     return value
 
 
+def max_concurrency(plugin: Any, name: str) -> int | None:
+    """A backend's ``max_concurrency`` (a positive int: at most that many of its calls at once, lane workers and
+    recall workers together; None: any number); anything else is refused."""
+    value = getattr(plugin, "max_concurrency", None)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise PluginError(f"backend {name!r}: max_concurrency must be a positive integer or None, not {value!r}")
+    return value
+
+
 class Backend:
     """A registered backend: its name, capabilities, and hook callers that reach only it (plus observer wrappers)."""
 
-    __slots__ = ("_callers", "capabilities", "commits", "index", "key", "max_write", "name", "plugin", "users")
+    __slots__ = (
+        "_callers",
+        "_gate",
+        "capabilities",
+        "commits",
+        "concurrency",
+        "index",
+        "key",
+        "max_write",
+        "name",
+        "plugin",
+        "users",
+    )
 
     def __init__(self, pm: pluggy.PluginManager, plugin: Any, name: str, index: int, others: Iterable[Any]):
         self.plugin = plugin
@@ -140,6 +164,10 @@ class Backend:
         self.users = getattr(plugin, "separates_users", False) is True
         # The most messages one memcore_write takes (``max_write_messages``): the core splits longer turns.
         self.max_write = max_write_messages(plugin, name)
+        # At most ``max_concurrency`` of its calls at once (a library that is not thread-safe declares 1): the lane
+        # pool never starts more, and this gate holds a recall back while a write runs, and the other way round.
+        self.concurrency = max_concurrency(plugin, name)
+        self._gate = None if self.concurrency is None else threading.BoundedSemaphore(self.concurrency)
         others = [p for p in others if p is not plugin]
         self._callers = {
             hook: pm.subset_hook_caller(hook, remove_plugins=others)
@@ -148,8 +176,14 @@ class Backend:
         }
 
     def call(self, hook: str, **kwargs: Any) -> Any:
-        """Call one of this backend's hooks; returns the backend's result (or None)."""
-        results = self._callers[hook](**kwargs)
+        """Call one of this backend's hooks; returns the backend's result (or None). With ``max_concurrency``, it
+        waits for its turn first (``memcore_close`` does not: close runs only once the backend is idle)."""
+        gate = self._gate
+        if gate is None or hook == "memcore_close":
+            results = self._callers[hook](**kwargs)
+        else:
+            with gate:
+                results = self._callers[hook](**kwargs)
         return results[0] if results else None
 
     def __repr__(self) -> str:

@@ -22,7 +22,7 @@ import itertools
 import logging
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from ._lanes import Lane, Op
 
@@ -39,6 +39,7 @@ class WorkerPool:
         backends: int,
         workers: int,
         share: int,
+        limits: Sequence[int | None] = (),
         stall_after: float | None,
         max_stalled: int,
         clock: Callable[[], float],
@@ -49,6 +50,9 @@ class WorkerPool:
         self._run = run
         self._workers = workers
         self._share = share
+        # Each backend's ``max_concurrency`` (None: only the share): its calls in flight, stalled ones included (a
+        # stalled call still holds the backend), never exceed it.
+        self._limits = list(limits) or [None] * backends
         self._ready: list[collections.deque[Lane]] = [collections.deque() for _ in range(backends)]
         self._in_flight = [0] * backends
         self._next = 0  # round-robin position over backends
@@ -191,6 +195,9 @@ class WorkerPool:
             self._cond.notify_all()  # stalled calls no longer count against their backend's share
 
     def _under_share(self, i: int) -> bool:
+        limit = self._limits[i]
+        if limit is not None and self._in_flight[i] >= limit:
+            return False
         return self._in_flight[i] - min(self._stalled[i], self._stall_caps[i]) < self._share
 
     def _runnable(self) -> bool:

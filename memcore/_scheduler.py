@@ -132,6 +132,7 @@ class Scheduler:
             backends=len(backends),
             workers=workers,
             share=min(share, workers),
+            limits=[b.concurrency for b in backends],
             stall_after=stall_after,
             max_stalled=workers if max_stalled is None else max_stalled,
             clock=clock,

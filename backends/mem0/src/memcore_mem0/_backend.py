@@ -15,7 +15,6 @@ from typing import Any, cast
 import httpx
 import memcore
 
-from ._guard import SerialClient
 from ._ids import decode_id, encode_id
 from ._transient import mapped
 
@@ -50,6 +49,9 @@ class Mem0Backend:
     name = "mem0"
     #: Users are mem0 user ids (memcore's default user is ``default_user``; an explicit user of that id is refused).
     separates_users = True
+    #: Qdrant's local mode is not thread-safe: memcore runs one call of this backend at a time (set to 1 in
+    #: ``__init__`` for a local Qdrant store; None, any number, for a Qdrant server). See README, "Threads".
+    max_concurrency: int | None = None
 
     def __init__(
         self,
@@ -117,7 +119,7 @@ class Mem0Backend:
         )
         store = self._memory.vector_store
         if getattr(store, "is_local", False) and built["vector_store"].get("provider") == "qdrant":
-            store.client = SerialClient(store.client)  # local Qdrant is not thread-safe: see _guard.py
+            self.max_concurrency = 1  # local Qdrant is not thread-safe: the core runs our calls one at a time
         if built["embedder"].get("provider") == "openai":
             self._memory.embedding_model.client = self._client
         if built["llm"].get("provider") == "openai":
