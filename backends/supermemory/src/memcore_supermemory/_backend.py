@@ -369,8 +369,9 @@ class SupermemoryBackend:
         ns = self._ns(user_id)
         if session_id is not None:
             where = [_eq("memcore_sid", _sid(session_id))]
-            while ids := [str(d["id"]) for d in self._documents(ns, where)]:
-                self._delete(ns, ids)
+            self._delete(ns, [str(d["id"]) for d in self._documents(ns, where)])
+            if any(True for _ in self._documents(ns, where)):  # one added while the list was paged
+                raise memcore.TransientError("documents of the session are still listed after their deletion")
             return SESSION_KEPT
         self._call("DELETE", ns, missing=None)
         return None

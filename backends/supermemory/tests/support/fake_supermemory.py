@@ -201,6 +201,7 @@ class FakeSupermemory:
         self.responses: list[tuple[str, str, int, Any]] = []
         self.lock = threading.RLock()
         self._throttled = 0
+        self._queued: list[tuple[dict[str, Any], dict[str, Any]]] = []  #: (namespace, document) not yet processed
         self._retry_after = "0"
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
@@ -251,33 +252,36 @@ class FakeSupermemory:
     def _process(self) -> None:
         """Documents whose time has come: chunked, then (``taskType: memory``) learned from."""
         clock = time.monotonic()
-        for ns in self.namespaces.values():
-            for doc in ns["documents"].values():
-                if doc["status"] == "done" or doc["ready_at"] > clock:
-                    continue
-                doc["chunks"] = [
-                    {"id": uuid.uuid4().hex, "position": i, "content": text, "createdAt": now()}
-                    for i, text in enumerate(chunks_of(doc["content"]))
-                ]
-                if doc["taskType"] == "memory":
-                    known = {m["memory"] for m in ns["memories"].values() if m["documentId"] == doc["id"]}
-                    for text in learned(doc.pop("pending", doc["content"])):
-                        if text in known:
-                            continue
-                        known.add(text)
-                        memory_id, stamp = uuid.uuid4().hex, now()
-                        ns["memories"][memory_id] = {
-                            "id": memory_id,
-                            "memory": text,
-                            "documentId": doc["id"],
-                            "isForgotten": False,
-                            "createdAt": stamp,
-                            "updatedAt": stamp,
-                        }
-                doc.pop("pending", None)
-                doc["status"] = "done"
-                doc["published"] = doc["content"]
-                doc["updatedAt"] = now()
+        due, self._queued = (
+            [q for q in self._queued if q[1]["ready_at"] <= clock],
+            [q for q in self._queued if q[1]["ready_at"] > clock],
+        )
+        for ns, doc in due:
+            if doc["status"] == "done" or ns["documents"].get(doc["id"]) is not doc:
+                continue
+            doc["chunks"] = [
+                {"id": uuid.uuid4().hex, "position": i, "content": text, "createdAt": now()}
+                for i, text in enumerate(chunks_of(doc["content"]))
+            ]
+            if doc["taskType"] == "memory":
+                known = {m["memory"] for m in ns["memories"].values() if m["documentId"] == doc["id"]}
+                for text in learned(doc.pop("pending", doc["content"])):
+                    if text in known:
+                        continue
+                    known.add(text)
+                    memory_id, stamp = uuid.uuid4().hex, now()
+                    ns["memories"][memory_id] = {
+                        "id": memory_id,
+                        "memory": text,
+                        "documentId": doc["id"],
+                        "isForgotten": False,
+                        "createdAt": stamp,
+                        "updatedAt": stamp,
+                    }
+            doc.pop("pending", None)
+            doc["status"] = "done"
+            doc["published"] = doc["content"]
+            doc["updatedAt"] = now()
 
     def add(self, name: str, body: dict[str, Any], path: list[Any]) -> dict[str, Any]:
         content = check_str(body, "content", path, required=True)
@@ -312,6 +316,7 @@ class FakeSupermemory:
                 "ready_at": time.monotonic() + self.processing_delay,
             }
             ns["documents"][doc["id"]] = doc
+            self._queued.append((ns, doc))
             ns["updatedAt"] = stamp
             return {"id": doc["id"], "status": "queued"}
         if metadata is not None:
@@ -321,12 +326,13 @@ class FakeSupermemory:
         new = content[len(doc["content"]) :] if content.startswith(doc["content"]) else content
         doc["content"] = content if content.startswith(doc["content"]) else doc["content"] + "\n\n" + content
         doc["pending"] = doc.get("pending", "") + "\n\n" + new
-        self._requeue(doc)
+        self._requeue(ns, doc)
         return {"id": doc["id"], "status": "queued"}
 
-    def _requeue(self, doc: dict[str, Any]) -> None:
+    def _requeue(self, ns: dict[str, Any], doc: dict[str, Any]) -> None:
         doc["status"], doc["updatedAt"] = "queued", now()
         doc["ready_at"] = time.monotonic() + self.processing_delay
+        self._queued.append((ns, doc))
 
     def update(self, name: str, doc_id: str, body: dict[str, Any]) -> dict[str, Any]:
         content = check_str(body, "content", ["body"])
@@ -350,12 +356,12 @@ class FakeSupermemory:
         for memory_id in [k for k, m in ns["memories"].items() if m["documentId"] == doc["id"]]:
             del ns["memories"][memory_id]
         doc["content"], doc["pending"] = content, content
-        self._requeue(doc)
+        self._requeue(ns, doc)
         return {"id": doc["id"], "status": "queued"}
 
     def document(self, name: str, doc_id: str) -> dict[str, Any]:
         ns = self.ns(name)
-        doc = ns["documents"].get(doc_id) if ns else None
+        doc: dict[str, Any] | None = ns["documents"].get(doc_id) if ns else None
         if doc is None:
             raise not_found("Document")
         return doc
@@ -391,6 +397,7 @@ class FakeSupermemory:
             raise invalid(["body", "threshold"], "Number must be between 0 and 1")
         check_enum(body, "rerank", ("none", "order", "aggregate"), ["body"])
         flt, include = body.get("filter"), body.get("include") or {}
+        matches({}, flt, ["body", "filter"])  # refused even when nothing is there to filter
         assert query is not None
         ns = self.ns(name)
         scored: list[tuple[float, int, dict[str, Any]]] = []
@@ -436,6 +443,7 @@ class FakeSupermemory:
         if sort not in ("createdAt", "updatedAt", "position") or order not in ("asc", "desc"):
             raise invalid(["query", "sort"], "Invalid enum value")
         flt, include = body.get("filter"), body.get("include") or {}
+        matches({}, flt, ["body", "filter"])
         ns = self.ns(name) or {"documents": {}, "memories": {}}
         docs = [d for d in ns["documents"].values() if matches(d["metadata"], flt, ["body", "filter"])]
         items: list[tuple[Any, dict[str, Any]]] = []
@@ -445,7 +453,9 @@ class FakeSupermemory:
                 if include.get("content"):
                     item["content"] = d["published"]
                 if include.get("memoryCount"):
-                    item["system"]["memoryCount"] = sum(1 for m in ns["memories"].values() if m["documentId"] == d["id"])
+                    item["system"]["memoryCount"] = sum(
+                        1 for m in ns["memories"].values() if m["documentId"] == d["id"]
+                    )
                 items.append(((d[sort] if sort != "position" else d["seq"], d["seq"]), item))
         elif kind == "chunks":
             for d in docs:
@@ -457,7 +467,9 @@ class FakeSupermemory:
             by_doc = {d["id"]: d for d in docs}
             for m in ns["memories"].values():
                 if m["documentId"] in by_doc and (include.get("forgotten") or not m["isForgotten"]):
-                    items.append(((m.get(sort, m["createdAt"]), by_doc[m["documentId"]]["seq"]), public_memory(m, by_doc)))
+                    items.append(
+                        ((m.get(sort, m["createdAt"]), by_doc[m["documentId"]]["seq"]), public_memory(m, by_doc))
+                    )
         items.sort(key=lambda i: i[0], reverse=order == "desc")
         chosen = [item for _, item in items[(page - 1) * limit : page * limit]]
         return {
@@ -562,6 +574,7 @@ def public_memory(memory: dict[str, Any], docs: dict[str, dict[str, Any]]) -> di
 def _handler(fake: FakeSupermemory) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body go in two writes: no 40 ms delayed-ACK stall between
 
         def log_message(self, *args: Any) -> None:
             pass
@@ -581,7 +594,8 @@ def _handler(fake: FakeSupermemory) -> type[BaseHTTPRequestHandler]:
         def _serve(self, method: str) -> None:
             split = urlsplit(self.path)
             seg = [unquote(s) for s in split.path.strip("/").split("/")] if split.path.strip("/") else []
-            query = {k: v[-1] for k, v in parse_qs(split.query).items()}
+            parsed = parse_qs(split.query)
+            query = {k: ",".join(v) if k == "include" else v[-1] for k, v in parsed.items()}  # repeated or a,b
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
             route = "/" + "/".join(seg)
@@ -591,9 +605,7 @@ def _handler(fake: FakeSupermemory) -> type[BaseHTTPRequestHandler]:
                 with fake.lock:
                     if fake._throttled > 0:
                         fake._throttled -= 1
-                        raise HTTPError(
-                            429, {"error": "Too many requests"}, {"Retry-After": fake._retry_after}
-                        )
+                        raise HTTPError(429, {"error": "Too many requests"}, {"Retry-After": fake._retry_after})
                 try:
                     body = json.loads(raw) if raw else {}
                 except ValueError:
@@ -660,7 +672,9 @@ def _handler(fake: FakeSupermemory) -> type[BaseHTTPRequestHandler]:
                 return 200, fake.listing(name, rest[1], query, body), "/ns/{namespace}/list/" + rest[1]
             if rest == ["profile"] and method == "POST":
                 ns = fake.ns(name) or {"memories": {}}
-                facts = [{"id": m["id"], "memory": m["memory"]} for m in ns["memories"].values() if not m["isForgotten"]]
+                facts = [
+                    {"id": m["id"], "memory": m["memory"]} for m in ns["memories"].values() if not m["isForgotten"]
+                ]
                 return 200, {"profile": {"static": [], "dynamic": facts[-20:], "buckets": {}}}, shape
             if rest == ["memories"] and method == "DELETE":
                 return 200, fake.forget(name, body), shape
