@@ -25,7 +25,7 @@ from ._hooks import BackendSpec, ObserverSpec, hookimpl, hookspec
 from ._lifecycle import SWITCH_REASONS, PrefetchResult, SessionLifecycle
 from ._memory import Memory
 from ._paths import memcore_home
-from ._records import Event, Failure, Message, Note, Recollection, Report, Session
+from ._records import Event, Failure, Gauge, Message, Note, Recollection, Report, Session
 from ._retry import RetryPolicy
 from ._sqlite import SQLiteBackend
 
@@ -52,6 +52,7 @@ __all__ = [
     "PrefetchResult",
     "Recollection",
     "Report",
+    "Gauge",
     "RetryPolicy",
     "SQLiteBackend",
     "Session",

@@ -10,6 +10,7 @@ retired, so memory grows with the sessions that have work, not with every sessio
 from __future__ import annotations
 
 import collections
+import time
 from typing import Any, NamedTuple
 
 from ._plugins import Backend
@@ -35,6 +36,7 @@ class Op(NamedTuple):
     epoch: int  #: a write's or note's place in its lane's count; for a commit, the count it covers
     seq: int  #: its sequence number (journal row)
     key: str | None = None  #: its idempotency key if it was accepted elsewhere (taken over at start); else made of seq
+    at: float = 0.0  #: ``time.monotonic()`` when it was accepted, or loaded back from the journal (for gauges)
 
 
 class Lane:
@@ -49,6 +51,7 @@ class Lane:
         "committed",
         "finished",
         "first_try",
+        "flying",
         "in_memory",
         "opened",
         "ops",
@@ -84,6 +87,7 @@ class Lane:
         self.stalled = False
         self.attempts = 0
         self.first_try = 0.0
+        self.flying: float | None = None  # the accept time of the op in flight (gauges), None when none is
 
     @property
     def dirty(self) -> bool:
@@ -139,7 +143,7 @@ class Lanes:
     @staticmethod
     def accept_commit(lane: Lane, seq: int) -> Op:
         lane.commit_covers = lane.written
-        return Op(COMMIT, None, lane.written, seq)
+        return Op(COMMIT, None, lane.written, seq, None, time.monotonic())
 
     @staticmethod
     def loaded(lane: Lane, kind: str, payload: Any, seq: int, key: str | None = None) -> Op:
@@ -148,7 +152,7 @@ class Lanes:
             lane.in_memory += 1
         else:
             lane.spilled_commits -= 1
-        return Op(kind, payload, lane.in_memory, seq, key)
+        return Op(kind, payload, lane.in_memory, seq, key, time.monotonic())
 
     @staticmethod
     def replayed(lane: Lane, kind: str, payload: Any, seq: int, key: str | None = None) -> Op | None:
@@ -165,7 +169,7 @@ class Lanes:
             lane.in_memory += 1
             if lane.spilled_commits:  # a commit accepted here runs after it, so it covers it too
                 lane.commit_covers = max(lane.commit_covers, lane.written)
-        return Op(kind, payload, lane.in_memory, seq, key)
+        return Op(kind, payload, lane.in_memory, seq, key, time.monotonic())
 
     # -- completion ------------------------------------------------------------------------------------------------
 

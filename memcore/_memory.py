@@ -23,7 +23,7 @@ from ._journal import Journal
 from ._lifecycle import SessionLifecycle
 from ._paths import memcore_home
 from ._recall import RecallCall
-from ._records import Message, Note, Recollection, Report, Session
+from ._records import Gauge, Message, Note, Recollection, Report, Session
 from ._retry import RetryPolicy
 from ._scheduler import NOTE, WRITE, Scheduler
 
@@ -264,6 +264,12 @@ class Memory:
                     "separates_users = True), so only the default user (user_id=None) may use this Memory"
                 )
         return user
+
+    def gauges(self) -> dict[str, Gauge]:
+        """A cheap snapshot of each backend's work now, by backend name (:class:`Gauge`), for a metrics reader to
+        call every few seconds: counters memcore keeps, and one pass over the live lanes (sessions with work or
+        uncommitted writes). Unlike :meth:`flush` it waits for nothing and builds no failure list."""
+        return self._scheduler.gauges()
 
     def flush(self, timeout: float = 10.0) -> Report:
         """Wait until everything accepted so far has been delivered (or failed for good), at most ``timeout``."""

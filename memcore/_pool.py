@@ -95,6 +95,7 @@ class WorkerPool:
         i = lane.backend.index
         self._in_flight[i] -= 1
         self._running.discard(lane)
+        lane.flying = None
         if lane.stalled:
             lane.stalled = False
             self._stalled[i] -= 1
@@ -194,6 +195,14 @@ class WorkerPool:
             self._update_allowed()
             self._cond.notify_all()  # stalled calls no longer count against their backend's share
 
+    def in_flight(self, i: int) -> int:
+        """(Under the lock.) Backend ``i``'s calls running now."""
+        return self._in_flight[i]
+
+    def stalled(self, i: int) -> int:
+        """(Under the lock.) Those of them past ``stall_after``."""
+        return self._stalled[i]
+
     def _under_share(self, i: int) -> bool:
         limit = self._limits[i]
         if limit is not None and self._in_flight[i] >= limit:
@@ -248,6 +257,7 @@ class WorkerPool:
                 continue
             if lane is not None:
                 op = lane.ops.popleft()
+                lane.flying = op.at
                 if lane.attempts == 0:
                     lane.first_try = now
                 lane.started = now

@@ -111,6 +111,24 @@ class Event:
 
 
 @attrs.frozen(kw_only=True)
+class Gauge:
+    """One backend's work right now (:meth:`~memcore.Memory.gauges`): ``accepted`` operations since the Memory
+    started (writes, notes, commits, rewinds, forgets; replayed ones are ``Report.replayed``), ``pending`` in memory
+    (queued, in backoff or in flight), ``spilled`` waiting in the journal only, ``in_flight`` calls running now,
+    ``stalled`` of those past ``stall_after``, ``owing_commit`` sessions with writes no successful commit covers yet,
+    and ``oldest_pending_s`` how long the oldest operation in memory has waited since it was accepted (or loaded back
+    from the journal) in this process; None when nothing is pending in memory."""
+
+    accepted: int = 0
+    pending: int = 0
+    spilled: int = 0
+    in_flight: int = 0
+    stalled: int = 0
+    owing_commit: int = 0
+    oldest_pending_s: float | None = None
+
+
+@attrs.frozen(kw_only=True)
 class Report:
     """Counts since the :class:`~memcore.Memory` started, as of the moment it was made.
 

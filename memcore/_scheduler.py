@@ -33,7 +33,7 @@ from ._pending import PendingBound
 from ._plugins import Backend, Observers
 from ._pool import WorkerPool
 from ._recall_pool import RecallPool
-from ._records import Event, Failure, Report, Session
+from ._records import Event, Failure, Gauge, Report, Session
 from ._retry import RetryPolicy, is_transient
 
 __all__ = ["COMMIT", "FORGET", "NOTE", "WRITE", "Scheduler"]
@@ -101,6 +101,7 @@ class Scheduler:
         self._seq = itertools.count(1)
         self._waiters = 0
         self._counts = collections.Counter[str]()
+        self._accepted = [0] * len(backends)  # operations accepted per backend (gauges)
         self._failures: collections.deque[Failure] = collections.deque(maxlen=FAILURES_KEPT)
         self._observers = observers
         self._warned: dict[str, tuple[float, int]] = {}
@@ -157,9 +158,11 @@ class Scheduler:
                             f"{bound.total} operations are pending (max_pending={bound.total_cap}, "
                             f"{bound.cap} per backend); nothing was accepted"
                         )
+            now = time.monotonic()
             for backend in backends:
                 lane = self._lanes.get(backend, session)
                 pieces = _split(backend, kind, payload) if backend.max_write is not None else (payload,)
+                self._accepted[backend.index] += len(pieces)
                 spill = journal is not None and bound.must_spill(backend.index, len(pieces))
                 for piece in pieces:
                     seq = next(self._seq)
@@ -170,7 +173,7 @@ class Scheduler:
                         self._spill(backend.index, seq)
                     else:
                         lane.in_memory = lane.written
-                        self._append(lane, Op(kind, piece, lane.written, seq))
+                        self._append(lane, Op(kind, piece, lane.written, seq, None, now))
                 if backend.commits and (self._after_turns is not None or self._after_idle is not None):
                     self._commit_policies(lane)
 
@@ -230,6 +233,7 @@ class Scheduler:
 
     def _queue_commit(self, lane: Lane) -> None:
         i = lane.backend.index
+        self._accepted[i] += 1
         seq = next(self._seq)
         spill = self._journal is not None and self._bound.must_spill(i)  # behind spilled writes: spilled too
         if self._journal is not None:
@@ -290,7 +294,8 @@ class Scheduler:
             self._journal_ack(op.seq)
         left = turns - len(dropped)
         if left > 0 and "rewind" in backend.capabilities:
-            self._append(lane, Op(REWIND, left, lane.written, seq))
+            self._accepted[backend.index] += 1
+            self._append(lane, Op(REWIND, left, lane.written, seq, None, time.monotonic()))
         else:
             self._journal_ack(seq)
             if not lane.ops and not lane.scheduled:
@@ -346,7 +351,8 @@ class Scheduler:
                 if handle is not None:
                     handle.dropped += 1
         lane = self._lanes.get(backend, session)  # for a user: the forget lane
-        op = Op(FORGET, None, lane.written, seq)
+        self._accepted[lane.backend.index] += 1
+        op = Op(FORGET, None, lane.written, seq, None, time.monotonic())
         if session.id:
             self._append(lane, op)
             return
@@ -788,6 +794,35 @@ class Scheduler:
     def lane_threads(self) -> int:
         with self._lock:
             return self._pool.threads
+
+    def gauges(self) -> dict[str, Gauge]:
+        """Each backend's :class:`Gauge`: counters it keeps, plus one pass over the live lanes (those with work or
+        uncommitted writes, never every session seen) for the oldest pending operation and the owed commits."""
+        now = time.monotonic()
+        with self._lock:
+            oldest: list[float | None] = [None] * len(self._backends)
+            owing = [0] * len(self._backends)
+            for lane in self._lanes:
+                i = lane.backend.index
+                heads = [t for t in (lane.flying, lane.ops[0].at if lane.ops else None) if t is not None]
+                if heads:
+                    at = min(heads)
+                    oldest[i] = at if (o := oldest[i]) is None else min(at, o)
+                if lane.dirty and lane.backend.commits and lane.session.id:
+                    owing[i] += 1
+            pool, bound = self._pool, self._bound
+            return {
+                b.name: Gauge(
+                    accepted=self._accepted[b.index],
+                    pending=bound.pending[b.index],
+                    spilled=bound.spilled[b.index],
+                    in_flight=pool.in_flight(b.index),
+                    stalled=pool.stalled(b.index),
+                    owing_commit=owing[b.index],
+                    oldest_pending_s=None if (t := oldest[b.index]) is None else max(now - t, 0.0),
+                )
+                for b in self._backends
+            }
 
     def report(self, **extra: Any) -> Report:
         with self._lock:
