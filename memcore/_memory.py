@@ -265,6 +265,11 @@ class Memory:
                 )
         return user
 
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` has begun: nothing new is accepted."""
+        return self._scheduler.closed
+
     def gauges(self) -> dict[str, Gauge]:
         """A cheap snapshot of each backend's work now, by backend name (:class:`Gauge`), for a metrics reader to
         call every few seconds: counters memcore keeps, and one pass over the live lanes (sessions with work or
