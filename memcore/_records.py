@@ -116,8 +116,10 @@ class Gauge:
     started (writes, notes, commits, rewinds, forgets; replayed ones are ``Report.replayed``), ``pending`` in memory
     (queued, in backoff or in flight), ``spilled`` waiting in the journal only, ``in_flight`` calls running now,
     ``stalled`` of those past ``stall_after``, ``owing_commit`` sessions with writes no successful commit covers yet,
-    and ``oldest_pending_s`` how long the oldest operation in memory has waited since it was accepted (or loaded back
-    from the journal) in this process; None when nothing is pending in memory."""
+    ``journaled`` the journal rows this Memory holds for the backend (its pending and spilled operations, with the
+    journal on; 0 without one; failed rows kept for ``memcore retry`` are not counted) and ``oldest_pending_s``
+    how long the oldest operation in memory has waited since it was accepted (or loaded back from the journal) in
+    this process; None when nothing is pending in memory."""
 
     accepted: int = 0
     pending: int = 0
@@ -125,6 +127,7 @@ class Gauge:
     in_flight: int = 0
     stalled: int = 0
     owing_commit: int = 0
+    journaled: int = 0
     oldest_pending_s: float | None = None
 
 

@@ -819,6 +819,7 @@ class Scheduler:
                     in_flight=pool.in_flight(b.index),
                     stalled=pool.stalled(b.index),
                     owing_commit=owing[b.index],
+                    journaled=0 if self._journal is None else bound.pending[b.index] + bound.spilled[b.index],
                     oldest_pending_s=None if (t := oldest[b.index]) is None else max(now - t, 0.0),
                 )
                 for b in self._backends

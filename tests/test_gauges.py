@@ -31,7 +31,7 @@ def test_gauges_count_what_is_pending_in_flight_and_owed(make_memory, monkeypatc
     memory.lifecycle("a").sync_turn("two", "x")  # queued behind it
     clock.now = 1_004.0
     g = memory.gauges()["rec"]
-    assert (g.accepted, g.pending, g.spilled, g.in_flight, g.stalled) == (2, 2, 0, 1, 0)
+    assert (g.accepted, g.pending, g.spilled, g.in_flight, g.stalled, g.journaled) == (2, 2, 0, 1, 0, 0)
     assert g.owing_commit == 1 and g.oldest_pending_s == 4.0
     gate.release()
     assert memory.flush(timeout=WAIT).pending == 0
@@ -52,7 +52,8 @@ def test_gauges_count_spilled_operations(make_memory, tmp_path) -> None:
     gate.wait_entered()
     g = memory.gauges()["rec"]
     assert g.accepted == 10 and g.pending + g.spilled == 10 and g.spilled >= 6 and g.in_flight == 1
+    assert g.journaled == 10
     gate.release()
     assert memory.flush(timeout=WAIT).pending == 0
     g = memory.gauges()["rec"]
-    assert (g.pending, g.spilled, g.in_flight) == (0, 0, 0)
+    assert (g.pending, g.spilled, g.in_flight, g.journaled) == (0, 0, 0, 0)

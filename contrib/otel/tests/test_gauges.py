@@ -45,6 +45,7 @@ def test_observe_reports_pending_in_flight_owed_and_accepted(otel, make_memory):
     assert values(otel, "memcore.stalled") == {("agent", "held"): 0}
     assert values(otel, "memcore.spilled") == {("agent", "held"): 0}
     assert values(otel, "memcore.owing_commit") == {("agent", "held"): 3}
+    assert values(otel, "memcore.journaled") == {("agent", "held"): 0}  # journal=False
     assert values(otel, "memcore.accepted") == {("agent", "held"): 3}
     (age,) = values(otel, "memcore.pending.oldest_age").values()
     assert age >= 0

@@ -35,6 +35,7 @@ GAUGES = (
     ("memcore.in_flight", "{call}", "Backend calls running now.", "in_flight"),
     ("memcore.stalled", "{call}", "Backend calls running past stall_after.", "stalled"),
     ("memcore.owing_commit", "{session}", "Sessions with writes no successful commit covers yet.", "owing_commit"),
+    ("memcore.journaled", "{row}", "Journal rows held for the backend (pending and spilled).", "journaled"),
     ("memcore.pending.oldest_age", "s", "How long the oldest operation in memory has waited.", "oldest_pending_s"),
 )
 
@@ -92,7 +93,7 @@ def observe(
     memory: memcore.Memory, *, name: str = "default", meter_provider: metrics.MeterProvider | None = None
 ) -> None:
     """Report ``memory``'s :meth:`~memcore.Memory.gauges` as OpenTelemetry instruments (``memcore.pending``,
-    ``memcore.spilled``, ``memcore.in_flight``, ``memcore.stalled``, ``memcore.owing_commit``,
+    ``memcore.spilled``, ``memcore.in_flight``, ``memcore.stalled``, ``memcore.owing_commit``, ``memcore.journaled``,
     ``memcore.pending.oldest_age``; ``memcore.accepted``, a counter), each point with ``memcore.memory`` (``name``:
     give each Memory of a process its own) and ``memcore.backend``. Read only when the SDK collects; a closed
     Memory stops being reported. ``meter_provider`` defaults to the global one."""
