@@ -112,25 +112,25 @@ def register(pm: pluggy.PluginManager, plugin: Any, *, backend: bool) -> str:
     return name
 
 
-def max_write_messages(plugin: Any, name: str) -> int | None:
-    """A backend's ``max_write_messages`` (a positive int, or None: any length); anything else is refused."""
-    value = getattr(plugin, "max_write_messages", None)
+def _positive_int(plugin: Any, name: str, attribute: str) -> int | None:
+    """A backend's optional positive-int attribute (None when absent); anything else is refused."""
+    value = getattr(plugin, attribute, None)
     if value is None:
         return None
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise PluginError(f"backend {name!r}: max_write_messages must be a positive integer or None, not {value!r}")
+        raise PluginError(f"backend {name!r}: {attribute} must be a positive integer or None, not {value!r}")
     return value
+
+
+def max_write_messages(plugin: Any, name: str) -> int | None:
+    """A backend's ``max_write_messages`` (a positive int, or None: any length); anything else is refused."""
+    return _positive_int(plugin, name, "max_write_messages")
 
 
 def max_concurrency(plugin: Any, name: str) -> int | None:
     """A backend's ``max_concurrency`` (a positive int: at most that many of its calls at once, lane workers and
     recall workers together; None: any number); anything else is refused."""
-    value = getattr(plugin, "max_concurrency", None)
-    if value is None:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise PluginError(f"backend {name!r}: max_concurrency must be a positive integer or None, not {value!r}")
-    return value
+    return _positive_int(plugin, name, "max_concurrency")
 
 
 class Backend:
