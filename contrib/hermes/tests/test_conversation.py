@@ -21,14 +21,15 @@ class Agent:
     """The few lines of hermes-agent's run loop that talk to the MemoryManager (run_agent.py, turn_context.py,
     turn_finalizer.py, cli.py), with the transcript it keeps."""
 
-    def __init__(self, provider: MemcoreMemoryProvider, session_id: str):
+    def __init__(self, provider: MemcoreMemoryProvider, session_id: str, **init: Any):
         self.mm = MemoryManager()
         self.mm.add_provider(provider)
         self.session_id = session_id
         self.history: list[dict[str, Any]] = []
         self.prompts: list[str] = []
         self.turns_here = 0  # hermes' _user_turn_count: reset_session_state sets it to 0 at /new
-        self.mm.initialize_all(session_id=session_id, platform="cli", agent_context="primary")
+        # hermes' gateway adds user_id (and platform, chat_id...) here: agent_init.py passes AIAgent(user_id=...) on.
+        self.mm.initialize_all(session_id=session_id, **{"platform": "cli", "agent_context": "primary", **init})
 
     def turn(self, user: str, assistant: str, *, tool: str | None = None) -> str:
         self.turns_here += 1

@@ -6,6 +6,9 @@ manager abandons after 8 s; ``on_session_switch`` runs inline on the agent's thr
 compression, ``/undo``) or on the background worker behind ``on_session_end`` (``/new`` with history). Every hook here
 returns at once (memcore's G5) except ``prefetch``/the recall tool (bounded by ``prefetch_timeout``/``recall_timeout``)
 and ``shutdown`` (bounded by ``shutdown_timeout``), and none lets an exception reach hermes-agent.
+
+Many conversations in one process (hermes' gateway keeps a provider per chat): every provider with the same Memory
+configuration shares one :class:`memcore.Memory` (``_shared``), and hermes' ``user_id`` is the memcore user.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import memcore
+
+from ._shared import Lease, registry
 
 try:  # hermes-agent is an optional dependency: the class must import without it (entry points, the CLI, docs).
     from agent.memory_provider import MemoryProvider as _Base
@@ -42,7 +47,23 @@ DEFAULTS: dict[str, Any] = {
     "recall_timeout": 3.0,
     "shutdown_timeout": 5.0,  # MemoryManager.shutdown_all drains its own queue for 5 s before this
     "write_contexts": ["primary"],
+    "durability": "group",  # memcore's journal: "group" (background writes) or "sync" (every call waits for disk)
+    "commit_after_turns": None,  # commit a session once this many writes are uncommitted (gateway chats never end)
+    "commit_after_idle": None,  # commit a dirty session after this many seconds without a write
+    "user_scope": "user",  # memcore user: hermes' user_id ("user"), "<platform>:<user_id>" ("platform"), none ("none")
 }
+
+#: The settings that make a Memory: providers that agree on them (and on ``$MEMCORE_HOME``) share one.
+MEMORY_SETTINGS = (
+    "backends",
+    "settings",
+    "journal",
+    "workers",
+    "durability",
+    "commit_after_turns",
+    "commit_after_idle",
+)
+USER_SCOPES = ("user", "platform", "none")
 
 #: hermes-agent's ``reason`` strings (and flags) to memcore switch reasons.
 _REASONS = {
@@ -109,7 +130,51 @@ def resolve_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
         merged[key] = float(merged[key])
     merged["recall_limit"] = int(merged["recall_limit"])
     merged["workers"] = int(merged["workers"])
+    if merged["commit_after_turns"] is not None:
+        merged["commit_after_turns"] = int(merged["commit_after_turns"])
+    if merged["commit_after_idle"] is not None:
+        merged["commit_after_idle"] = float(merged["commit_after_idle"])
+    if not isinstance(merged["journal"], bool):
+        merged["journal"] = str(merged["journal"])
+    merged["durability"] = str(merged["durability"])
+    merged["user_scope"] = str(merged["user_scope"] or "none").strip().lower()
+    if merged["user_scope"] not in USER_SCOPES:
+        raise ValueError(f"user_scope must be one of {', '.join(USER_SCOPES)}: got {merged['user_scope']!r}")
     return merged
+
+
+def memory_key(config: Mapping[str, Any]) -> str:
+    """Which shared Memory a resolved config uses: its Memory settings and the memcore home (where the default
+    store and the journal live), as canonical JSON."""
+    wanted = {key: config[key] for key in MEMORY_SETTINGS}
+    wanted["memcore_home"] = str(memcore.memcore_home())
+    return json.dumps(wanted, sort_keys=True, default=repr)
+
+
+def open_memory(config: Mapping[str, Any]) -> memcore.Memory:
+    """A Memory for a resolved config."""
+    return memcore.Memory(
+        backends=config["backends"],
+        settings=config["settings"] or None,
+        journal=config["journal"],
+        workers=config["workers"],
+        durability=config["durability"],
+        commit_after_turns=config["commit_after_turns"],
+        commit_after_idle=config["commit_after_idle"],
+    )
+
+
+def memcore_user(config: Mapping[str, Any], init: Mapping[str, Any]) -> str | None:
+    """The memcore user for hermes' ``initialize`` keyword arguments: hermes' gateway passes ``user_id`` (the
+    platform's sender id, from ``AIAgent(user_id=...)``) and ``platform``; the CLI passes neither (the default user)."""
+    scope = config["user_scope"]
+    user = str(init.get("user_id") or "").strip()
+    if scope == "none" or not user:
+        return None
+    if scope == "platform":
+        platform = str(init.get("platform") or "").strip()
+        return f"{platform}:{user}" if platform else user
+    return user
 
 
 def _plain_message(message: Mapping[str, Any]) -> dict[str, Any]:
@@ -168,16 +233,24 @@ class MemcoreMemoryProvider(_Base):  # type: ignore[misc,valid-type,unused-ignor
 
     ``config`` is the ``plugins.memcore`` section of hermes' config.yaml (read at ``initialize`` when not given):
     ``backends`` (or ``backend``), ``settings`` (per backend), ``journal``, ``recall_limit``, ``prefetch_timeout``,
-    ``recall_timeout``, ``shutdown_timeout``, ``write_contexts``. ``memory`` injects a ready :class:`memcore.Memory`
-    (tests, embedding runtimes); the provider closes it at ``shutdown``.
+    ``recall_timeout``, ``shutdown_timeout``, ``write_contexts``, ``durability``, ``commit_after_turns``,
+    ``commit_after_idle``, ``user_scope``.
+
+    Providers of one process whose Memory settings agree share one :class:`memcore.Memory`, opened by the first
+    ``initialize`` and closed by the last ``shutdown`` (or at interpreter exit); a provider's ``shutdown`` commits its
+    own sessions and closes the Memory only when no other provider holds it. ``memory`` injects a ready Memory
+    (tests, embedding runtimes): it is shared the same way by every provider given it, and closed by the last one.
     """
 
     def __init__(self, config: Mapping[str, Any] | None = None, *, memory: memcore.Memory | None = None):
         self._given_config = dict(config) if config is not None else None
         self._config = resolve_config(self._given_config)
-        self._memory: memcore.Memory | None = memory
+        self._given_memory = memory
+        self._lease: Lease | None = None
+        self._memory: memcore.Memory | None = None  # the lease's Memory; kept after shutdown for late hooks
+        self._user: str | None = None
         self._lc: memcore.SessionLifecycle | None = None
-        self._parents: dict[str, str | None] = {}
+        self._parents: dict[str, str | None] = {}  # every session this conversation was in or wrote to
         self._writes = True
         self._turns_here = 0  # on_turn_start calls since the lifecycle last switched
         self._left: str | None = None  # the session the agent left while hermes' worker still holds its switch
@@ -200,32 +273,54 @@ class MemcoreMemoryProvider(_Base):  # type: ignore[misc,valid-type,unused-ignor
 
     @property
     def memory(self) -> memcore.Memory | None:
+        """The (shared) Memory this provider writes to; None before ``initialize`` or if it could not start."""
         return self._memory
+
+    @property
+    def user_id(self) -> str | None:
+        """The memcore user of this conversation (None: the default user)."""
+        return self._user
 
     @property
     def lifecycle(self) -> memcore.SessionLifecycle | None:
         return self._lc
 
     def initialize(self, session_id: str, **kwargs: Any) -> None:
-        """Open memcore (backends from the config) and start the lifecycle in ``session_id``."""
+        """Take a lease on the shared Memory of the config (opening it if this is the first) and start this
+        conversation's lifecycle in ``session_id``, as hermes' ``user_id`` (the default user without one)."""
         with self._lock:
-            if self._given_config is None:
-                self._config = resolve_config(load_hermes_config(kwargs.get("hermes_home")))
-            context = kwargs.get("agent_context") or "primary"
-            self._writes = context in self._config["write_contexts"]
+            self._release(self._config["shutdown_timeout"])  # initialized again: the previous lease ends first
+            self._lc = None
             try:
-                if self._memory is None:
-                    self._memory = memcore.Memory(
-                        backends=self._config["backends"],
-                        settings=self._config["settings"] or None,
-                        journal=self._config["journal"],
-                        workers=self._config["workers"],
+                if self._given_config is None:
+                    self._config = resolve_config(load_hermes_config(kwargs.get("hermes_home")))
+                context = kwargs.get("agent_context") or "primary"
+                self._writes = context in self._config["write_contexts"]
+                self._user = memcore_user(self._config, kwargs)
+                given = self._given_memory
+                if given is not None:
+                    lease = registry.acquire(
+                        ("given", id(given)), lambda: given, timeout=self._config["shutdown_timeout"]
                     )
+                else:
+                    config = self._config
+                    lease = registry.acquire(
+                        memory_key(config), lambda: open_memory(config), timeout=config["shutdown_timeout"]
+                    )
+                self._lease, self._memory = lease, lease.memory
                 parent = kwargs.get("parent_session_id") or None
-                self._lc = self._memory.lifecycle(session_id, parent_session_id=parent)
-                self._parents[session_id] = parent
+                self._lc = lease.memory.lifecycle(session_id, parent_session_id=parent, user_id=self._user)
+                self._parents = {session_id: parent}
             except Exception as exc:
-                log.warning("memcore: provider disabled, could not start: %r", exc)
+                if isinstance(exc, memcore.UsersNotSeparated):
+                    log.error(
+                        "memcore: provider disabled: %s. Use a backend that keeps users apart, or set "
+                        "plugins.memcore.user_scope: none to give every hermes user the default user's memory.",
+                        exc,
+                    )
+                else:
+                    log.warning("memcore: provider disabled, could not start: %r", exc)
+                self._release(self._config["shutdown_timeout"])
                 self._lc = None
 
     def get_config_schema(self) -> list[dict[str, Any]]:
@@ -284,7 +379,8 @@ class MemcoreMemoryProvider(_Base):  # type: ignore[misc,valid-type,unused-ignor
             return None
         if not session_id or session_id == lc.session_id:
             return lc
-        return self._memory.lifecycle(session_id, parent_session_id=self._parents.get(session_id))
+        parent = self._parents.setdefault(session_id, None)
+        return self._memory.lifecycle(session_id, parent_session_id=parent, user_id=lc.user_id)
 
     def sync_turn(
         self,
@@ -435,7 +531,7 @@ class MemcoreMemoryProvider(_Base):  # type: ignore[misc,valid-type,unused-ignor
             if (session_id and session_id != lc.session_id) or self._left == lc.session_id:
                 # The agent is ahead of hermes' worker (a /new whose switch is still queued there): the lifecycle is
                 # in the old session, so recall for the user, not for a session the agent has left.
-                return format_recollections(memory.recall(query, limit=limit, timeout=budget))
+                return format_recollections(memory.recall(query, limit=limit, timeout=budget, user_id=lc.user_id))
             prefetched = lc.take_prefetch_result(timeout=budget)
             if prefetched.state in ("none", "stale"):
                 return format_recollections(lc.recall(query, limit=limit, timeout=budget))
@@ -483,17 +579,25 @@ class MemcoreMemoryProvider(_Base):  # type: ignore[misc,valid-type,unused-ignor
     # -- exit ---------------------------------------------------------------------------------------------------
 
     def shutdown(self) -> None:
-        """Commit every dirty session and drain within ``shutdown_timeout`` (memcore's close, G10)."""
+        """End this conversation: commit its sessions (queued behind their writes, journaled) and give the shared
+        Memory back. The last provider to give it back closes it: every dirty session committed and drained within
+        ``shutdown_timeout`` (memcore's close, G10); any other returns at once, the Memory's workers deliver the
+        commit while the other conversations go on."""
         with self._lock:
-            memory = self._memory
-            if memory is None or self._closed is not None:
+            if self._lease is None:
                 return
-            try:
-                self._closed = report = memory.close(timeout=self._config["shutdown_timeout"])
-            except Exception as exc:
-                log.warning("memcore: close failed: %r", exc)
-                return
-        if not report.ok:
+            lc, memory = self._lc, self._memory
+            if lc is not None and memory is not None and self._writes:
+                for sid, parent in list(self._parents.items()):
+                    try:
+                        if sid == lc.session_id:
+                            lc.end()
+                        else:  # a session this conversation left, written again by a late turn: dirty perhaps
+                            memory.lifecycle(sid, parent_session_id=parent, user_id=lc.user_id).end()
+                    except Exception as exc:
+                        log.warning("memcore: committing %r at shutdown failed: %r", sid, exc)
+            report = self._release(self._config["shutdown_timeout"])
+        if report is not None and not report.ok:
             log.warning(
                 "memcore: shutdown left %d pending (journaled: %d) and %d failed operations",
                 report.pending,
@@ -501,9 +605,23 @@ class MemcoreMemoryProvider(_Base):  # type: ignore[misc,valid-type,unused-ignor
                 report.failed,
             )
 
+    def _release(self, timeout: float) -> memcore.Report | None:
+        lease, self._lease = self._lease, None
+        if lease is None:
+            return None
+        try:
+            report = lease.release(timeout)
+        except Exception as exc:
+            log.warning("memcore: close failed: %r", exc)
+            return None
+        if report is not None:
+            self._closed = report
+        return report
+
     @property
     def report(self) -> memcore.Report | None:
-        """The close report once ``shutdown`` ran."""
+        """The close report if this provider's ``shutdown`` closed the shared Memory (it was the last to hold it);
+        None before, or when other conversations still hold it."""
         return self._closed
 
     def backup_paths(self) -> list[str]:
