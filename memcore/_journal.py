@@ -1,4 +1,5 @@
-"""The journal: a SQLite write-ahead outbox of accepted operations (G10).
+"""The journal: a write-ahead outbox of accepted operations (G10), in any :class:`~memcore._journal_store.JournalStore`
+(a SQLite file on this host by default: :mod:`memcore._journal_sqlite`).
 
 Every accepted operation is appended to an in-memory buffer before the caller returns; one writer thread puts the
 buffer on disk in a single transaction (group commit), so the caller never waits for the disk. The loss window, if
@@ -13,214 +14,67 @@ On start, a Memory claims the rows of owners that are no longer running and repl
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
-import attrs
+from ._journal_sqlite import (
+    DEFAULT_FILE,
+    SCHEMA_VERSION,
+    TABLES,
+    JournalError,
+    SQLiteJournal,
+    _alive,
+    _boot_id,
+    _migrate,
+    _start_ticks,
+    live_owners,
+)
+from ._journal_store import Batch, Claim, Entry, JournalStore, Row, decode, encode
+from ._records import Session
 
-from ._checkpoint import Checkpointer, writer_pragmas
-from ._records import Note, Session, message_fields, message_from
+__all__ = [  # the SQLite names are re-exported for the CLI and tests that know the journal by this module
+    "DEFAULT_FILE",
+    "SCHEMA_VERSION",
+    "TABLES",
+    "Claim",
+    "Entry",
+    "Journal",
+    "JournalError",
+    "SQLiteJournal",
+    "_alive",
+    "_boot_id",
+    "_migrate",
+    "_start_ticks",
+    "decode",
+    "encode",
+    "live_owners",
+]
 
 log = logging.getLogger("memcore")
 
-_Row = tuple[Any, ...]  # buffered: owner, seq, backend, session, parent, kind, payload, created, status, user
-
-#: 2 added ``owners.pid_start`` and ``owners.boot_id`` (an owner is alive only if its very process is: :func:`_alive`);
-#: 3 added ``debts``: the sessions whose delivered writes no commit covers yet (committed once at the next start), and
-#: ``ops.user_id``: whose session it is (NULL: the default user), and ``ops.op_key``: the idempotency key an operation
-#: was accepted with (NULL: ``owner:seq`` of its row; set from those when another owner takes it over).
-SCHEMA_VERSION = 3
-#: The tables every version of the journal has (how ``memcore`` recognises a journal of any version).
-TABLES = frozenset({"owners", "ops"})
-DEFAULT_FILE = "journal.sqlite3"
+_Row = Row  # buffered: owner, seq, backend, session, parent, kind, payload, created, status, user
 _RETRY_FIRST = 0.01  # after a failed write, the writer waits this long before the next attempt, doubling ...
 _RETRY_MAX = 0.5  # ... up to this (durability="sync" calls wait for the next attempt's outcome)
 _LOG_EVERY = 30.0  # write failures are logged at most this often
-#: The owner columns added after version 1, added in place (``ALTER TABLE``) to a version-1 journal by :func:`_open`.
-_ADDED_COLUMNS = (
-    ("owners", "pid_start", "INTEGER"),
-    ("owners", "boot_id", "TEXT"),
-    ("ops", "user_id", "TEXT"),
-    ("ops", "op_key", "TEXT"),
-)
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS owners (
-    owner TEXT PRIMARY KEY, pid INTEGER, host TEXT, started REAL NOT NULL, pid_start INTEGER, boot_id TEXT
-);
-CREATE TABLE IF NOT EXISTS ops (
-    owner TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    backend TEXT NOT NULL,
-    session_id TEXT NOT NULL,
-    parent_id TEXT,
-    kind TEXT NOT NULL,
-    payload TEXT,
-    status TEXT NOT NULL DEFAULT 'pending',
-    last_error TEXT,
-    created REAL NOT NULL,
-    user_id TEXT,
-    op_key TEXT,
-    PRIMARY KEY (owner, seq)
-);
-CREATE TABLE IF NOT EXISTS debts (
-    owner TEXT NOT NULL,
-    backend TEXT NOT NULL,
-    user_id TEXT NOT NULL,  -- '' for the default user (a key column: NULLs would never be equal)
-    session_id TEXT NOT NULL,
-    parent_id TEXT,
-    created REAL NOT NULL,
-    PRIMARY KEY (owner, backend, user_id, session_id)
-);
-"""
-
-
-@attrs.frozen(kw_only=True)
-class Entry:
-    """One journaled operation, as replayed or listed."""
-
-    seq: int
-    backend: str
-    session: Session
-    kind: str
-    payload: Any
-    status: str = "pending"
-    last_error: str | None = None
-    key: str | None = None  #: the idempotency key it was accepted with, if another owner accepted it
-
-
-@attrs.frozen(kw_only=True)
-class Claim:
-    """What :meth:`Journal.claim` took over, left on disk as this owner's spilled rows (loaded back as lanes drain):
-    ``backlog`` maps a backend key to (how many operations, the sequence number of its last one); ``owed`` lists the
-    sessions that owed a commit and had none queued, for which a commit was added after their operations."""
-
-    backlog: Mapping[str, tuple[int, int]] = attrs.field(factory=dict)
-    owed: tuple[tuple[str, Session], ...] = ()
-
-    @property
-    def total(self) -> int:
-        return sum(n for n, _ in self.backlog.values())
-
-
-def encode(kind: str, payload: Any) -> str | None:
-    """JSON for a turn (its messages) or a note. Written out by hand: ``attrs.asdict`` is half the writer's time."""
-    if payload is None:
-        return None
-    if kind == "rewind":  # how many turns
-        return str(int(payload))
-    if isinstance(payload, Note):
-        data: Any = {"text": payload.text, "kind": payload.kind, "metadata": dict(payload.metadata)}
-    else:
-        data = [{"role": m.role, "content": m.content, **message_fields(m)} for m in payload]
-    return json.dumps(data, ensure_ascii=False, default=str)
-
-
-def decode(kind: str, text: str | None) -> Any:
-    if text is None:
-        return None
-    data = json.loads(text)
-    if kind == "rewind":
-        return int(data)
-    if kind == "remember":
-        return Note(**data)
-    return tuple(message_from(m["role"], m["content"], m) for m in data)
-
-
-def _alive(pid: int | None, host: str | None, pid_start: int | None = None, boot_id: str | None = None) -> bool:
-    """Whether the owner that registered ``pid`` on ``host`` (with its process's start time ``pid_start`` and the
-    ``boot_id`` of its boot) may still be running: it is taken for dead only when it provably is, and alive
-    otherwise.
-
-    Dead: another host (a journal is a local file), another boot (Linux's ``/proc/sys/kernel/random/boot_id``), no
-    process with that pid, or a process with that pid that started at another time (field 22 of
-    ``/proc/<pid>/stat``, in clock ticks since boot): the pid was reused, as after a container restart, where the
-    hostname is the same and the application is often pid 1 again. Where ``/proc`` is missing (macOS, the BSDs) there
-    is neither start time nor boot id, and the check falls back to the pid alone (a reused pid looks alive). So does
-    a row written before schema 2 (both None), or one whose start time cannot be read now."""
-    if pid is None or host != socket.gethostname():
-        return False
-    if boot_id is not None:
-        boot = _boot_id()
-        if boot is not None and boot != boot_id:
-            return False  # every process of that boot is gone
-    if pid == os.getpid():
-        own = _start_ticks(pid)
-        return pid_start is None or own is None or own == pid_start
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # it exists, under another user
-    if pid_start is None:
-        return True
-    ticks = _start_ticks(pid)
-    return ticks is None or ticks == pid_start
-
-
-def _start_ticks(pid: int) -> int | None:
-    """When process ``pid`` started, in clock ticks since boot (Linux), or None where it cannot be read."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-        # Field 2, the command in parentheses, may hold spaces and parentheses: count from the last ")". Field 3
-        # (the state) is the first after it, so field 22 is the 20th.
-        return int(stat[stat.rindex(b")") + 2 :].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-_boot: list[str | None] = []  # this boot's id, read once
-
-
-def _boot_id() -> str | None:
-    """This boot's id (Linux), or None without ``/proc``."""
-    if not _boot:
-        try:
-            with open("/proc/sys/kernel/random/boot_id") as f:
-                _boot.append(f.read().strip() or None)
-        except OSError:
-            _boot.append(None)
-    return _boot[0]
-
-
-def live_owners(db: sqlite3.Connection) -> set[str]:
-    """The owners registered in the journal open as ``db`` that may still be running (:func:`_alive`), for a journal
-    of any schema version (a version-1 journal, read-only, has no start time nor boot id: the pid alone is checked)."""
-    columns = {row[1] for row in db.execute("PRAGMA table_info(owners)")}
-    extra = ", pid_start, boot_id" if {"pid_start", "boot_id"} <= columns else ", NULL, NULL"
-    rows = db.execute(f"SELECT owner, pid, host{extra} FROM owners").fetchall()
-    return {owner for owner, pid, host, start, boot in rows if _alive(pid, host, start, boot)}
-
-
-class JournalError(Exception):
-    pass
 
 
 class Journal:
-    """The outbox of one Memory. ``append``/``ack``/``fail`` only touch memory; the writer thread does the I/O."""
+    """The outbox of one Memory. ``append``/``ack``/``fail`` only touch memory; the writer thread does the I/O, in
+    ``store`` (a :class:`JournalStore`; a path is a :class:`SQLiteJournal` there)."""
 
-    def __init__(self, path: Path, *, durability: str = "group"):
+    def __init__(self, store: JournalStore | str | os.PathLike[str], *, durability: str = "group"):
         if durability not in ("group", "sync"):
             raise ValueError(f"durability must be 'group' or 'sync', not {durability!r}")
-        self.path = path
+        self.store: JournalStore = store if isinstance(store, JournalStore) else SQLiteJournal(store)
+        self.name = self.store.name
         self.sync_each = durability == "sync"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = _open(path, full_sync=self.sync_each)
-        writer_pragmas(self._db)  # checkpoints run beside the writer, never inside its COMMIT
         self.owner = f"{time.time_ns():020d}:{socket.gethostname()}:{os.getpid()}"  # sorts by start time
-        self._db.execute(
-            "INSERT INTO owners (owner, pid, host, started, pid_start, boot_id) VALUES (?, ?, ?, ?, ?, ?)",
-            (self.owner, os.getpid(), socket.gethostname(), time.time(), _start_ticks(os.getpid()), _boot_id()),
-        )
+        self.store.register(self.owner, sync=self.sync_each)
         self._cond = threading.Condition(threading.Lock())
         self._inserts: dict[int, tuple[Any, ...]] = {}
         self._acks: list[int] = []
@@ -241,8 +95,6 @@ class Journal:
         self._next_warning = 0.0  # warn_not_durable logs at most every _LOG_EVERY seconds
         self._stopping = False
         self._closed = False
-        self._reader: sqlite3.Connection | None = None  # used by one reloading worker at a time (read_spilled)
-        self._checkpointer = Checkpointer(path)
         self._thread = threading.Thread(target=self._writer, name="memcore-journal", daemon=True)
         self._thread.start()
 
@@ -393,7 +245,6 @@ class Journal:
                 if inserts or acks or fails or debts or erasures:
                     rows, refused = _prepare(inserts.values())
                     self._write(rows, acks, fails, debts, erasures)
-                    self._checkpointer.wrote(len(rows) + len(acks) + len(fails) + len(debts) + len(erasures))
             except Exception as exc:
                 with self._cond:  # keep the batch, in order, ahead of what came meanwhile
                     self._inserts = {**inserts, **self._inserts}
@@ -403,7 +254,7 @@ class Journal:
                     self._writing = {}
                     self._failures += 1
                     self._failed_gen = generation
-                    self._write_error = f"the journal {self.path} could not be written: {type(exc).__name__}: {exc}"
+                    self._write_error = f"the journal {self.name} could not be written: {type(exc).__name__}: {exc}"
                     waiting = len(self._inserts)
                     self._cond.notify_all()
                 if last:
@@ -427,13 +278,13 @@ class Journal:
             if refused:
                 row, problem = refused[-1]
                 refusal = (
-                    f"{len(refused)} operations could not be written to the journal {self.path} (they are "
+                    f"{len(refused)} operations could not be written to the journal {self.name} (they are "
                     f"delivered without it; the last: a {row[5]} of session {row[3]!r}: "
                     f"{type(problem).__name__}: {problem})"
                 )
                 log.error("memcore: %s", refusal)
             if delay:
-                log.warning("memcore: the journal %s is written again", self.path)
+                log.warning("memcore: the journal %s is written again", self.name)
                 delay, next_log = 0.0, 0.0
             with self._cond:
                 self._writing = {}
@@ -448,135 +299,26 @@ class Journal:
 
     def _write(
         self,
-        rows: list[tuple[Any, ...]],
+        rows: list[Row],
         acks: list[int],
         fails: list[tuple[str, int]],
         debts: Mapping[tuple[str, str | None, str], Session | None] | None = None,
         erasures: Iterable[tuple[str, str | None, str | None]] = (),
     ) -> None:
-        db = self._db
-        now = time.time()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            db.executemany(
-                "INSERT OR REPLACE INTO ops "
-                "(owner, seq, backend, session_id, parent_id, kind, payload, created, status, user_id) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-            db.executemany("DELETE FROM ops WHERE owner = ? AND seq = ?", [(self.owner, s) for s in acks])
-            db.executemany(
-                "UPDATE ops SET status = 'failed', last_error = ? WHERE owner = ? AND seq = ?",
-                [(err, self.owner, s) for err, s in fails],
-            )
-            for (key, user, sid), session in (debts or {}).items():  # in order: see _debt
-                if session is not None:  # a debt already recorded keeps its first date
-                    db.execute(
-                        "INSERT OR IGNORE INTO debts (owner, backend, user_id, session_id, parent_id, created) "
-                        "VALUES (?, ?, ?, ?, ?, ?)",
-                        (self.owner, key, user or "", sid, session.parent_id, now),
-                    )
-                elif sid:
-                    db.execute(
-                        "DELETE FROM debts WHERE owner = ? AND backend = ? AND user_id = ? AND session_id = ?",
-                        (self.owner, key, user or "", sid),
-                    )
-                else:  # a user's forget: none of the user's sessions owes anything
-                    db.execute(
-                        "DELETE FROM debts WHERE owner = ? AND backend = ? AND user_id = ?",
-                        (self.owner, key, user or ""),
-                    )
-            for backend, who, scoped in erasures:  # after this batch's failures: a scope's last failure goes too
-                scope = "backend = ? AND coalesce(user_id, '') = ? AND status = 'failed'"
-                args: tuple[str, ...] = (backend, who or "")
-                if scoped is not None:
-                    scope, args = scope + " AND session_id = ?", (*args, scoped)
-                db.execute(f"DELETE FROM ops WHERE {scope}", args)
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:  # a failed COMMIT may leave it open; a failed statement may have ended it
-                db.execute("ROLLBACK")
-            raise
+        """One batch, in one transaction of the store (on the writer thread)."""
+        batch = Batch(rows=rows, acks=acks, fails=fails, debts=dict(debts or {}), erasures=list(erasures))
+        self.store.write(self.owner, batch)
 
     # -- start and stop --------------------------------------------------------------------------------------
 
     def claim(self, backends: Iterable[str], first_seq: int | Callable[[int], int], *, fresh: bool = False) -> Claim:
         """Take over, for the named backends, the pending rows of owners that are gone (and rows ``memcore retry``
-        re-queued) and their commit debts, in one transaction. The rows stay on disk: they become this owner's
-        *spilled* rows, renumbered from ``first_seq`` (or from what ``first_seq(count)`` reserves) in their original
-        order by one set-based update, so that the scheduler loads them back a bounded batch at a time (G8) however
-        many there are. A session that owed a commit and has no commit among those rows gets one, after them: it is
-        committed once. ``fresh``: on a connection of its own, for a claim while the writer runs."""
-        names = list(backends)
-        db = _connect(self.path) if fresh else self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            owners = db.execute("SELECT owner, pid, host, pid_start, boot_id FROM owners").fetchall()
-            gone = [o for o, pid, host, start, boot in owners if o != self.owner and not _alive(pid, host, start, boot)]
-            db.executemany("DELETE FROM owners WHERE owner = ?", [(o,) for o in gone])
-            # Rows whose owner is not a running Memory: it died, closed, or the rows were re-queued by `retry`.
-            marks = ",".join("?" * len(names))
-            orphan = f"owner NOT IN (SELECT owner FROM owners) AND backend IN ({marks})"
-            claimed = f"{orphan} AND status IN ('pending', 'spilled')"
-            db.execute("DROP TABLE IF EXISTS temp.claim_order")
-            db.execute("CREATE TEMP TABLE claim_order (o TEXT, s INTEGER, n INTEGER, PRIMARY KEY (o, s)) WITHOUT ROWID")
-            db.execute(  # owners sort by start time, so this is the order the operations were accepted in
-                f"INSERT INTO claim_order SELECT owner, seq, row_number() OVER (ORDER BY owner, seq) - 1 FROM ops "
-                f"WHERE {claimed}",
-                names,
-            )
-            count = db.execute("SELECT count(*) FROM claim_order").fetchone()[0]
-            committing = set(
-                db.execute(
-                    f"SELECT DISTINCT backend, coalesce(user_id, ''), session_id FROM ops WHERE {claimed} "
-                    f"AND kind = 'commit'",
-                    names,
-                ).fetchall()
-            )
-            debts: dict[tuple[str, str, str], Session] = {}
-            for key, user, sid, parent in db.execute(
-                f"SELECT backend, user_id, session_id, parent_id FROM debts WHERE {orphan} ORDER BY owner, created",
-                names,
-            ):
-                if (key, user, sid) not in committing:
-                    debts.setdefault((key, user, sid), Session(id=sid, parent_id=parent, user_id=user or None))
-            base = first_seq(count + len(debts)) if callable(first_seq) else first_seq
-            if count:
-                # The key it was accepted with goes along: a retry after the takeover is still the same call.
-                db.execute(
-                    "UPDATE ops SET owner = ?, status = 'spilled', op_key = coalesce(op_key, owner || ':' || seq), "
-                    "seq = ? + (SELECT n FROM claim_order WHERE o = ops.owner AND s = ops.seq) "
-                    "WHERE (owner, seq) IN (SELECT o, s FROM claim_order)",
-                    (self.owner, base),
-                )
-            now = time.time()
-            db.executemany(
-                "INSERT INTO ops (owner, seq, backend, session_id, parent_id, kind, payload, created, status, user_id) "
-                "VALUES (?, ?, ?, ?, ?, 'commit', NULL, ?, 'spilled', ?)",
-                [
-                    (self.owner, base + count + n, key, s.id, s.parent_id, now, s.user_id)
-                    for n, ((key, _, _), s) in enumerate(debts.items())
-                ],
-            )
-            db.execute(f"DELETE FROM debts WHERE {orphan}", names)
-            backlog = {
-                key: (n, high)
-                for key, n, high in db.execute(
-                    "SELECT backend, count(*), max(seq) FROM ops WHERE owner = ? AND seq >= ? AND seq < ? "
-                    "GROUP BY backend",
-                    (self.owner, base, base + count + len(debts)),
-                )
-            }
-            db.execute("DROP TABLE temp.claim_order")
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
-        finally:
-            if fresh:
-                db.close()
-        return Claim(backlog=backlog, owed=tuple((key, s) for (key, _, _), s in debts.items()))
+        re-queued) and their commit debts, in one transaction: they become this owner's *spilled* rows, renumbered
+        from ``first_seq`` (or from what ``first_seq(count)`` reserves) in their original order, so that the scheduler
+        loads them back a bounded batch at a time (G8) however many there are. A session that owed a commit and has
+        no commit among those rows gets one, after them: it is committed once (:meth:`JournalStore.claim`).
+        ``fresh``: on a connection of its own, for a claim while the writer runs."""
+        return self.store.claim(self.owner, list(backends), first_seq, fresh=fresh)
 
     def read_spilled(self, backend: str, after: int, limit: int) -> list[Entry]:
         """The next ``limit`` spilled operations of ``backend`` (its key) with a sequence number above ``after``, in
@@ -590,25 +332,7 @@ class Journal:
                         if status == "spilled" and key == backend and seq > after:
                             session = Session(id=sid, parent_id=parent, user_id=user)
                             found[seq] = Entry(seq=seq, backend=key, session=session, kind=kind, payload=payload)
-        if self._reader is None:
-            self._reader = _connect(self.path)
-        rows = self._reader.execute(
-            "SELECT seq, backend, session_id, parent_id, kind, payload, user_id, op_key FROM ops "
-            "WHERE owner = ? AND status = 'spilled' AND backend = ? AND seq > ? ORDER BY seq LIMIT ?",
-            (self.owner, backend, after, limit),
-        ).fetchall()
-        entries = [
-            Entry(
-                seq=seq,
-                backend=b,
-                session=Session(id=sid, parent_id=p, user_id=u),
-                kind=k,
-                payload=decode(k, data),
-                key=key,
-            )
-            for seq, b, sid, p, k, data, u, key in rows
-            if seq not in found
-        ]
+        entries = [e for e in self.store.read_spilled(self.owner, backend, after, limit) if e.seq not in found]
         if found:
             entries = sorted([*entries, *found.values()], key=lambda e: e.seq)[:limit]
         return entries
@@ -620,12 +344,8 @@ class Journal:
             self._cond.notify_all()
         deadline = time.monotonic() + max(timeout, 0.0)
         self._thread.join(max(timeout, 0.0))
-        if self._thread.is_alive() or not self._checkpointer.close(deadline - time.monotonic()):
+        if self._thread.is_alive() or not self.store.close(self.owner, deadline - time.monotonic()):
             return False
-        self._db.execute("DELETE FROM owners WHERE owner = ?", (self.owner,))  # what is left is for the next start
-        self._db.close()
-        if self._reader is not None:
-            self._reader.close()
         self._closed = True
         return True
 
@@ -651,63 +371,3 @@ def _prepare(inserts: Iterable[_Row]) -> tuple[list[_Row], list[tuple[_Row, Exce
             continue
         rows.append((*row[:6], payload, *row[7:]))
     return rows, refused
-
-
-def _migrate(db: sqlite3.Connection) -> None:
-    """Bring the journal to :data:`SCHEMA_VERSION` in place, keeping its rows: create what is missing, add the owner
-    columns a version-1 journal lacks (its owners keep NULL there: :func:`_alive` checks them by pid, as before).
-    In one transaction, and again under its lock, since another process may be migrating the same file."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        if db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    db.execute(statement)
-            for table, name, kind in _ADDED_COLUMNS:
-                if name not in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
-                    db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    """Another connection to a journal already opened (for reading back spilled rows, or claiming while running)."""
-    return sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
-
-
-def _open(path: Path, *, full_sync: bool) -> sqlite3.Connection:
-    """Open (or create) the journal; a corrupt one, or one from a newer memcore, is moved aside, never deleted."""
-    for attempt in (1, 2):
-        db = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
-        try:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise JournalError(
-                    f"it was written by a newer memcore (schema {version}; this one knows {SCHEMA_VERSION})"
-                )
-            if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
-                raise JournalError("it failed SQLite's integrity check")
-            db.execute("PRAGMA journal_mode = WAL")
-            db.execute(f"PRAGMA synchronous = {'FULL' if full_sync else 'NORMAL'}")
-            if version < SCHEMA_VERSION:
-                _migrate(db)
-            return db
-        except (sqlite3.DatabaseError, JournalError) as exc:
-            db.close()
-            if attempt == 2:
-                raise
-            aside = path.with_name(f"{path.name}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}")
-            for suffix in ("", "-wal", "-shm"):
-                source = Path(f"{path}{suffix}")
-                if source.exists():
-                    source.rename(Path(f"{aside}{suffix}"))
-            log.error(
-                "memcore: the journal %s could not be used (%s); it was moved to %s and a new one started",
-                path,
-                exc,
-                aside,
-            )
-    raise AssertionError("unreachable")

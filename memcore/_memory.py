@@ -10,7 +10,6 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -20,6 +19,7 @@ from . import _validate as check
 from ._errors import BackendLoadError, MemoryClosed, PluginError, UnknownBackend, UsersNotSeparated
 from ._forget import Forgetting
 from ._journal import Journal
+from ._journal_store import JournalStore
 from ._lifecycle import SessionLifecycle
 from ._paths import memcore_home
 from ._recall import RecallCall
@@ -65,11 +65,11 @@ class Memory:
     is started in its place when no worker is idle; at most ``max_stalled`` (default ``workers``) stand-ins in all,
     split evenly between backends, so lane threads never exceed ``workers + max_stalled``. ``stall_after=None`` keeps
     the pool at ``workers``. Transient backend failures are retried per ``retry`` (a :class:`~memcore.RetryPolicy`).
-    ``journal`` (default on, ``$MEMCORE_HOME/journal.sqlite3``; a path, or ``False`` for none) keeps every accepted
-    operation on disk until its backend acknowledged it, and operations left by a process that died are replayed
-    when the next Memory starts. ``durability="group"`` writes the journal in the background (the caller never waits
-    for the disk; a crash can lose what was accepted during the one write in progress); ``"sync"`` makes every call
-    wait until its operation is on disk.
+    ``journal`` (default on, ``$MEMCORE_HOME/journal.sqlite3``; a path, a :class:`~memcore.journal.JournalStore`, or
+    ``False`` for none) keeps every accepted operation on disk until its backend acknowledged it, and operations left
+    by a process that died are replayed when the next Memory starts. ``durability="group"`` writes the journal in the
+    background (the caller never waits for the disk; a crash can lose what was accepted during the one write in
+    progress); ``"sync"`` makes every call wait until its operation is on disk.
 
     Sessions that never end (a chat gateway's, which may never see ``/new`` nor an exit): ``commit_after_turns=N``
     commits a session once ``N`` writes (turns or notes) are uncommitted, ``commit_after_idle=S`` once a dirty session
@@ -93,7 +93,7 @@ class Memory:
         stall_after: float | None = 2.0,
         max_stalled: int | None = None,
         retry: RetryPolicy | None = None,
-        journal: bool | str | os.PathLike[str] = True,
+        journal: bool | str | os.PathLike[str] | JournalStore = True,
         durability: str = "group",
         strict: bool | None = None,
         commit_after_turns: int | None = None,
@@ -142,8 +142,13 @@ class Memory:
         self._recallers = tuple(b for b in self._backends if "recall" in b.capabilities)
         self._journal = None
         if journal is not False:
-            path = memcore_home() / JOURNAL_FILE if journal is True else Path(os.fspath(journal))
-            self._journal = Journal(path, durability=durability)
+            where = memcore_home() / JOURNAL_FILE if journal is True else journal
+            if not isinstance(where, (str, os.PathLike, JournalStore)):
+                raise TypeError(
+                    "journal must be True, False, a path or a memcore.journal.JournalStore, "
+                    f"not {type(journal).__name__}"
+                )
+            self._journal = Journal(where, durability=durability)
         self._sync_each = self._journal is not None and self._journal.sync_each
         self._config: dict[str, Any] = dict(
             backends=self._backends,
@@ -169,7 +174,7 @@ class Memory:
         if self._journal is not None:
             claim = self._journal.claim([b.key for b in self._backends], self._scheduler.reserve)
             if claim.total:
-                log.info("memcore: replaying %d operations from %s", claim.total, self._journal.path)
+                log.info("memcore: replaying %d operations from %s", claim.total, self._journal.name)
                 self._scheduler.adopt(claim)
         self._close_lock = threading.Lock()
         self._release_lock = threading.Lock()
@@ -316,7 +321,7 @@ class Memory:
         log.warning(
             "memcore: calls are still in flight at the close deadline; the journal %s keeps their sessions' "
             "operations until they return (at most %g s), then hands them to the next Memory",
-            self._journal.path,
+            self._journal.name,
             bound,
         )
         timer = self._handoff = threading.Timer(bound, self._release_journal)
@@ -336,13 +341,13 @@ class Memory:
             try:
                 closed = journal.close(timeout)
             except Exception as exc:  # a broken disk: the rows stay with this owner until the next start
-                log.error("memcore: the journal %s could not be closed: %r", journal.path, exc)
+                log.error("memcore: the journal %s could not be closed: %r", journal.name, exc)
                 return
             if not closed:
                 log.error("memcore: the journal writer did not finish in time; the last operations may replay twice")
                 return
         for memory in list(_live):
-            if memory is not self and memory._journal is not None and memory._journal.path == journal.path:
+            if memory is not self and memory._journal is not None and memory._journal.name == journal.name:
                 memory._adopt()
 
     def _adopt(self) -> None:
@@ -354,10 +359,10 @@ class Memory:
         try:
             claim = journal.claim([b.key for b in self._backends], self._scheduler.reserve, fresh=True)
         except Exception:
-            log.exception("memcore: operations handed over in %s could not be claimed", journal.path)
+            log.exception("memcore: operations handed over in %s could not be claimed", journal.name)
             return
         if claim.total:
-            log.info("memcore: replaying %d operations handed over in %s", claim.total, journal.path)
+            log.info("memcore: replaying %d operations handed over in %s", claim.total, journal.name)
             self._scheduler.adopt(claim)
 
     def __enter__(self) -> Memory:

@@ -37,8 +37,8 @@ def _rows_without_the_wal(path: Path, tmp: Path) -> int:
 def test_the_writer_never_checkpoints(memcore_home: Path) -> None:
     journal = Journal(memcore_home / "journal.sqlite3")
     try:
-        assert journal._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
-        assert journal._db.execute("PRAGMA journal_size_limit").fetchone()[0] == _checkpoint.SIZE_LIMIT
+        assert journal.store._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        assert journal.store._db.execute("PRAGMA journal_size_limit").fetchone()[0] == _checkpoint.SIZE_LIMIT
     finally:
         assert journal.close(timeout=10)
 
@@ -89,6 +89,6 @@ def test_a_memory_checkpoints_its_journal_as_it_writes(memcore_home: Path, monke
         assert memory.flush(timeout=60).timed_out is False
         journal = memory._journal
         assert journal is not None
-        eventually(lambda: journal._checkpointer.runs >= 1, timeout=60)
+        eventually(lambda: journal.store.checkpointer.runs >= 1, timeout=60)
     finally:
         memory.close(timeout=60)
