@@ -95,6 +95,14 @@ class Journal:
         self._next_warning = 0.0  # warn_not_durable logs at most every _LOG_EVERY seconds
         self._stopping = False
         self._closed = False
+        # A store that keeps owners by lease (a database several hosts share) is renewed by the writer, at a third of
+        # the lease when idle; when it says gone owners left operations, on_orphans (the Memory's takeover) is told.
+        lease = getattr(self.store, "lease", None)
+        self._renew_every: float | None = float(lease) / 3 if lease else None
+        self._renew_at = time.monotonic() + (self._renew_every or 0.0)
+        self._next_renew_log = 0.0
+        self._backends: list[str] = []  # the backend keys this Memory claims for (set by its first claim)
+        self.on_orphans: Callable[[], None] | None = None
         self._thread = threading.Thread(target=self._writer, name="memcore-journal", daemon=True)
         self._thread.start()
 
@@ -219,17 +227,21 @@ class Journal:
             with self._cond:
                 # Work: rows to write, or appends acknowledged before they were written (nothing to write, but
                 # wait_durable must still learn that they are settled).
-                while not (
-                    self._inserts
-                    or self._acks
-                    or self._fails
-                    or self._debts
-                    or self._erasures
-                    or self._durable < self._appended
-                ):
+                while not self._has_work():
                     if self._stopping:
                         return
-                    self._cond.wait()
+                    if self._renew_every is None:
+                        self._cond.wait()
+                        continue
+                    left = self._renew_at - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+                renew = not self._has_work()
+            if renew:  # idle: the lease is renewed on its own (a written batch renews it too)
+                self._renew()
+                continue
+            with self._cond:
                 if delay:  # new appends join the next attempt; only close cuts the backoff short
                     until = time.monotonic() + delay
                     while not self._stopping and (left := until - time.monotonic()) > 0:
@@ -286,6 +298,8 @@ class Journal:
             if delay:
                 log.warning("memcore: the journal %s is written again", self.name)
                 delay, next_log = 0.0, 0.0
+            if self._renew_every is not None:
+                self._renew_at = time.monotonic() + self._renew_every
             with self._cond:
                 self._writing = {}
                 self._durable = max(self._durable, generation)
@@ -296,6 +310,46 @@ class Journal:
                     self._lost.append((floor, generation))
                 self._write_error = None
                 self._cond.notify_all()
+
+    def _has_work(self) -> bool:
+        """(Under the lock.) Rows to write, or appends acknowledged before they were written (nothing to write, but
+        wait_durable must still learn that they are settled)."""
+        return bool(
+            self._inserts
+            or self._acks
+            or self._fails
+            or self._debts
+            or self._erasures
+            or self._durable < self._appended
+        )
+
+    def _renew(self) -> None:
+        """Renew this owner's lease in a store that keeps owners by lease (on the writer thread), and tell
+        :attr:`on_orphans` when the store says gone owners left operations of this Memory's backends."""
+        self._renew_at = time.monotonic() + (self._renew_every or 0.0)
+        renew = getattr(self.store, "renew", None)
+        if renew is None:
+            return
+        try:
+            orphans = bool(renew(self.owner, self._backends))
+        except Exception as exc:
+            now = time.monotonic()
+            if now >= self._next_renew_log:
+                self._next_renew_log = now + _LOG_EVERY
+                log.error(
+                    "memcore: the lease on the journal %s could not be renewed: %s: %s (logged at most every %g s)",
+                    self.name,
+                    type(exc).__name__,
+                    exc,
+                    _LOG_EVERY,
+                )
+            return
+        callback = self.on_orphans
+        if orphans and callback is not None and self._backends:
+            try:
+                callback()
+            except Exception:
+                log.exception("memcore: taking over the operations gone owners left in %s failed", self.name)
 
     def _write(
         self,
@@ -318,7 +372,8 @@ class Journal:
         loads them back a bounded batch at a time (G8) however many there are. A session that owed a commit and has
         no commit among those rows gets one, after them: it is committed once (:meth:`JournalStore.claim`).
         ``fresh``: on a connection of its own, for a claim while the writer runs."""
-        return self.store.claim(self.owner, list(backends), first_seq, fresh=fresh)
+        self._backends = names = list(backends)
+        return self.store.claim(self.owner, names, first_seq, fresh=fresh)
 
     def read_spilled(self, backend: str, after: int, limit: int) -> list[Entry]:
         """The next ``limit`` spilled operations of ``backend`` (its key) with a sequence number above ``after``, in

@@ -11,6 +11,12 @@ Who calls what, so that a store needs no lock of its own: :meth:`~JournalStore.r
 is being written (at start) or with ``fresh=True`` (on a connection of its own, while the writer runs);
 :meth:`~JournalStore.read_spilled` from one worker at a time (possibly beside ``write``: it must use a connection of its
 own); :meth:`~JournalStore.close` once, after the writer stopped.
+
+A store that several hosts share cannot see whether another host's process runs, so it keeps owners by *lease*. It
+then has two more members, which the Journal looks for: ``lease`` (seconds an owner counts as alive without renewing)
+and ``renew(owner, backends) -> bool`` (renew the lease; whether gone owners left operations of ``backends`` to take
+over). The idle writer calls ``renew`` every third of ``lease`` (``write`` renews too), and when it answers True the
+Memory claims (``fresh=True``) on a worker. ``memcore_postgres.PostgresJournal`` is such a store.
 """
 
 from __future__ import annotations

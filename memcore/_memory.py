@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import logging
 import os
 import threading
@@ -143,9 +144,11 @@ class Memory:
         self._journal = None
         if journal is not False:
             where = memcore_home() / JOURNAL_FILE if journal is True else journal
+            if isinstance(where, str) and "://" in where:  # a URL: the store its scheme's entry point names
+                where = registry.journal_store(where)
             if not isinstance(where, (str, os.PathLike, JournalStore)):
                 raise TypeError(
-                    "journal must be True, False, a path or a memcore.journal.JournalStore, "
+                    "journal must be True, False, a path, a URL or a memcore.journal.JournalStore, "
                     f"not {type(journal).__name__}"
                 )
             self._journal = Journal(where, durability=durability)
@@ -176,6 +179,8 @@ class Memory:
             if claim.total:
                 log.info("memcore: replaying %d operations from %s", claim.total, self._journal.name)
                 self._scheduler.adopt(claim)
+            # A store with leases: owners whose lease expires while this Memory runs are taken over on a worker.
+            self._journal.on_orphans = functools.partial(self._scheduler.chore, self._adopt)
         self._close_lock = threading.Lock()
         self._release_lock = threading.Lock()
         self._handoff: threading.Timer | None = None

@@ -20,6 +20,7 @@ log = logging.getLogger("memcore")
 
 BACKENDS_GROUP = "memcore.backends"
 PLUGINS_GROUP = "memcore.plugins"
+JOURNALS_GROUP = "memcore.journals"  #: journal stores by URL scheme: ``Memory(journal="postgresql://...")``
 STRICT_ENV = "MEMCORE_STRICT"
 _BUILTIN = {"sqlite": "memcore._sqlite:SQLiteBackend"}
 
@@ -50,7 +51,7 @@ def load_class(name: str, group: str = BACKENDS_GROUP) -> Any:
     if name not in known:
         hint = difflib.get_close_matches(name, known, n=1)
         extra = f"; did you mean {hint[0]!r}?" if hint else ""
-        what = "backend" if group == BACKENDS_GROUP else "plugin"
+        what = {BACKENDS_GROUP: "backend", JOURNALS_GROUP: "journal store"}.get(group, "plugin")
         raise UnknownBackend(
             f"no {what} named {name!r} is installed (known: {', '.join(sorted(known)) or 'none'}){extra}"
         )
@@ -58,6 +59,17 @@ def load_class(name: str, group: str = BACKENDS_GROUP) -> Any:
         return metadata.EntryPoint(name=name, value=known[name], group=group).load()
     except Exception as exc:
         raise BackendLoadError(f"{group} entry point {name!r} ({known[name]}) failed to import: {exc!r}") from exc
+
+
+def journal_store(url: str) -> Any:
+    """The journal store a URL names: the class the ``memcore.journals`` entry point of its scheme names (for example
+    ``postgresql`` from memcore-postgres), constructed with the URL."""
+    scheme = url.split("://", 1)[0].lower()
+    cls = load_class(scheme, JOURNALS_GROUP)
+    try:
+        return cls(url)
+    except Exception as exc:
+        raise BackendLoadError(f"journal store {scheme!r} failed to construct: {exc!r}") from exc
 
 
 def construct(name: str, cls: Any, settings: Mapping[str, Any] | None) -> Any:

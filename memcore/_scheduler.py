@@ -484,6 +484,12 @@ class Scheduler:
                 )
         return claim.total
 
+    def chore(self, job: Callable[[], None]) -> None:
+        """Run ``job`` on the next free lane worker (a takeover the journal's writer asks for: off its thread)."""
+        with self._lock:
+            if not self._closed:
+                self._pool.chore(job)
+
     def reserve(self, n: int) -> int:
         """Reserve ``n`` sequence numbers (for journal rows claimed from another owner); the first of them."""
         with self._lock:

@@ -227,3 +227,72 @@ def test_a_store_that_cannot_write_is_reported_and_nothing_is_lost() -> None:
 def test_a_journal_that_is_neither_path_nor_store_is_refused(bad: object) -> None:
     with pytest.raises(TypeError, match="journal must be"):
         memcore.Memory(backends=[RecordingBackend("rec")], journal=bad)  # type: ignore[arg-type]
+
+
+class LeasedJournal(DictJournal):
+    """A store that keeps owners by lease, as a database several hosts share does: ``renew`` is called by the idle
+    writer every third of ``lease``; ``cut_off`` stands for a host the database no longer hears from."""
+
+    lease = 0.03
+
+    def __init__(self, shelf: Shelf) -> None:
+        super().__init__(shelf)
+        self.cut_off = threading.Event()
+        self.renewals = 0
+
+    def write(self, owner: str, batch: Batch) -> None:
+        if self.cut_off.is_set():
+            raise OSError("the database is unreachable")
+        super().write(owner, batch)
+
+    def renew(self, owner: str, backends: Sequence[str]) -> bool:
+        if self.cut_off.is_set():
+            raise OSError("the database is unreachable")
+        with self.shelf.lock:
+            self.renewals += 1
+            self.shelf.owners.add(owner)
+            return any(
+                k[0] not in self.shelf.owners and op["backend"] in backends and op["status"] in ("pending", "spilled")
+                for k, op in self.shelf.ops.items()
+            )
+
+
+def test_a_running_memory_takes_over_an_owner_whose_lease_ended() -> None:
+    shelf = Shelf()
+    a_store, b_store = LeasedJournal(shelf), LeasedJournal(shelf)
+    a = memcore.Memory(backends=[Down()], journal=a_store, retry=FAST, stall_after=None)
+    rec = RecordingBackend("rec")
+    b = memcore.Memory(backends=[rec], journal=b_store, retry=FAST)
+    try:
+        for sid in ("s1", "s2"):
+            lc = a.lifecycle(sid)
+            for n in range(4):
+                lc.sync_turn(f"{sid} q{n}", f"{sid} a{n}")
+            lc.end()
+        assert a._journal is not None and a._journal.wait_durable(timeout=WAIT)
+        until_renewed = b_store.renewals + 3
+        wait_for(lambda: b_store.renewals >= until_renewed)
+        assert rec.log == []  # a running owner's operations are left alone
+        a_store.cut_off.set()  # A's host is cut off: its lease ends, B finds its rows at its next renewal
+        with shelf.lock:
+            shelf.owners.discard(a._journal.owner)
+        wait_for(lambda: rec.commits("s1") == 1 and rec.commits("s2") == 1)
+        drain(b)
+        for sid in ("s1", "s2"):
+            assert rec.texts(sid) == [x for n in range(4) for x in (f"{sid} q{n}", f"{sid} a{n}")]
+        assert rec.violations == []
+    finally:
+        a.close(timeout=0.2)
+        assert b.close(timeout=WAIT).ok
+    assert shelf.ops == {}  # what B took over is acknowledged; A, cut off, wrote nothing more
+
+
+def wait_for(condition: Callable[[], bool]) -> None:
+    deadline = threading.Event()
+    timer = threading.Timer(WAIT, deadline.set)
+    timer.start()
+    try:
+        while not condition():
+            assert not deadline.wait(0.001), "condition never held"
+    finally:
+        timer.cancel()

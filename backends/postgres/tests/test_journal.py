@@ -1,0 +1,217 @@
+"""memcore's journal in PostgreSQL, shared by processes standing in for the hosts of a fleet (issue 18, item 3).
+
+Each process has its own ``MEMCORE_HOME``; they share one database. A process that closes with work left, or is
+SIGKILLed while it holds undelivered work, is taken over: by the next Memory to start, or, once its lease expired, by
+one that is running. What it accepted arrives once, in the order it was accepted, each session committed once after
+its writes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import memcore
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict
+
+from memcore_postgres import PostgresJournal
+
+WAIT = 60.0  # the longest a test waits for something that must happen (a takeover takes one lease and a renewal)
+
+
+class Recording:
+    """A backend named like the dead process's: records what arrives, in arrival order (test instrumentation)."""
+
+    name = "rec"
+
+    def __init__(self) -> None:
+        self.log: list[tuple[str, str, Any]] = []
+
+    @memcore.hookimpl
+    def memcore_write(self, session: memcore.Session, messages: Sequence[memcore.Message]) -> None:
+        self.log.append(("write", session.id, tuple(m.content for m in messages)))
+
+    @memcore.hookimpl
+    def memcore_commit(self, session: memcore.Session) -> None:
+        self.log.append(("commit", session.id, None))
+
+    def texts(self, sid: str) -> list[str]:
+        return [t for kind, s, turn in list(self.log) if kind == "write" and s == sid for t in turn]
+
+    def commits(self, sid: str) -> int:
+        return sum(1 for kind, s, _ in list(self.log) if kind == "commit" and s == sid)
+
+    def committed_after_writes(self, sid: str) -> bool:
+        entries = [kind for kind, s, _ in list(self.log) if s == sid]
+        return "commit" in entries and entries.index("commit") == len(entries) - 1
+
+
+class Down:
+    name = "rec"
+
+    @memcore.hookimpl
+    def memcore_write(self, session: memcore.Session, messages: object) -> None:
+        raise memcore.TransientError("down")
+
+    @memcore.hookimpl
+    def memcore_commit(self, session: memcore.Session) -> None:
+        raise memcore.TransientError("down")
+
+
+def expected(sid: str, turns: int) -> list[str]:
+    return [x for n in range(turns) for x in (f"{sid} q{n}", f"{sid} a{n}")]
+
+
+def until(condition: Any, timeout: float = WAIT) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition never held"
+        time.sleep(0.01)
+
+
+def rows(db: psycopg.Connection[Any], schema: str, table: str) -> int:
+    return int(db.execute(f'SELECT count(*) FROM "{schema}".{table}').fetchone()[0])  # type: ignore[index]
+
+
+def test_operations_left_at_close_are_replayed_by_the_next_memory(
+    dsn: str, schema: str, db: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    a = memcore.Memory(backends=[Down()], journal=PostgresJournal(dsn, schema=schema), stall_after=None)
+    for sid in ("s1", "s2"):
+        lc = a.lifecycle(sid)
+        for n in range(5):
+            lc.sync_turn(f"{sid} q{n}", f"{sid} a{n}")
+        lc.end()
+    report = a.close(timeout=0.3)
+    assert report.pending > 0 and rows(db, schema, "ops") == report.journaled
+    assert rows(db, schema, "owners") == 0  # closed: what it left is anyone's
+
+    rec = Recording()
+    b = memcore.Memory(backends=[rec], journal=PostgresJournal(dsn, schema=schema))
+    try:
+        assert not b.flush(timeout=WAIT).timed_out
+        for sid in ("s1", "s2"):
+            assert rec.texts(sid) == expected(sid, 5)
+            assert rec.commits(sid) == 1 and rec.committed_after_writes(sid)
+    finally:
+        assert b.close(timeout=WAIT).ok
+    assert rows(db, schema, "ops") == 0 and rows(db, schema, "debts") == 0
+
+
+def test_a_url_names_the_journal(dsn: str, db: psycopg.Connection[Any]) -> None:
+    """``journal="postgresql://..."`` finds the store by the ``memcore.journals`` entry point of the scheme."""
+    p = conninfo_to_dict(dsn)
+    url = f"postgresql://{p['user']}:secret@{p['host']}:{p['port']}/{p['dbname']}"  # the test server trusts loopback
+    memory = memcore.Memory(backends=[Recording()], journal=url)
+    try:
+        assert memory._journal is not None and isinstance(memory._journal.store, PostgresJournal)
+        assert memory._journal.name == f"postgresql://{p['host']}:{p['port']}/{p['dbname']}#memcore_journal"
+        assert "secret" not in repr(memory._journal.store)
+    finally:
+        assert memory.close(timeout=WAIT).ok
+        db.execute('DROP SCHEMA IF EXISTS "memcore_journal" CASCADE')
+    with pytest.raises(memcore.UnknownBackend, match="no journal store named 'nosuchdb'"):
+        memcore.Memory(backends=[Recording()], journal="nosuchdb://somewhere")
+
+
+CHILD = """
+import os, sys, time
+import memcore
+from memcore_postgres import PostgresJournal
+
+class Down:
+    name = "rec"
+    @memcore.hookimpl
+    def memcore_write(self, session, messages):
+        raise memcore.TransientError("down")
+    @memcore.hookimpl
+    def memcore_commit(self, session):
+        raise memcore.TransientError("down")
+
+dsn, schema, lease, sessions, turns = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+memory = memcore.Memory(backends=[Down()], journal=PostgresJournal(dsn, schema=schema, lease=lease), stall_after=None)
+for n in range(turns):
+    for s in range(sessions):
+        memory.lifecycle(f"s{s}").sync_turn(f"s{s} q{n}", f"s{s} a{n}")
+for s in range(sessions):
+    memory.lifecycle(f"s{s}").end()
+assert memory._journal.wait_durable(timeout=60)
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.fixture
+def child_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    home = tmp_path / "host-a"
+    home.mkdir()
+    yield {**os.environ, "MEMCORE_HOME": str(home)}
+
+
+def test_a_killed_host_is_taken_over_by_a_running_one_within_its_lease(
+    dsn: str, schema: str, db: psycopg.Connection[Any], child_env: dict[str, str]
+) -> None:
+    lease, sessions, turns = 1.0, 8, 25
+    rec = Recording()
+    b = memcore.Memory(backends=[rec], journal=PostgresJournal(dsn, schema=schema, lease=lease))
+    a = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(CHILD), dsn, schema, str(lease), str(sessions), str(turns)],
+        stdout=subprocess.PIPE,
+        env=child_env,
+        text=True,
+    )
+    try:
+        assert a.stdout is not None and a.stdout.readline().strip() == "ready"
+        assert rows(db, schema, "ops") == sessions * (turns + 1)  # A's turns and commits, on the database
+        assert rec.log == []  # B leaves a running host's operations alone
+        a.send_signal(signal.SIGKILL)
+        a.wait(WAIT)
+        killed = time.monotonic()
+        until(lambda: all(rec.commits(f"s{s}") for s in range(sessions)))
+        taken = time.monotonic() - killed
+        assert not b.flush(timeout=WAIT).timed_out
+        for s in range(sessions):
+            assert rec.texts(f"s{s}") == expected(f"s{s}", turns), s  # once each, in the order A accepted them
+            assert rec.commits(f"s{s}") == 1 and rec.committed_after_writes(f"s{s}")
+        print(f"taken over {taken:.2f} s after the kill (lease {lease} s)")
+    finally:
+        if a.poll() is None:
+            a.kill()
+            a.wait(WAIT)
+        assert b.close(timeout=WAIT).ok
+    assert rows(db, schema, "ops") == 0
+
+
+def test_a_host_that_outlived_its_lease_registers_again(
+    dsn: str, schema: str, db: psycopg.Connection[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    store = PostgresJournal(dsn, schema=schema, lease=30.0)
+    memory = memcore.Memory(backends=[Recording()], journal=store)
+    try:
+        journal = memory._journal
+        assert journal is not None
+        db.execute(f"UPDATE \"{schema}\".owners SET expires = now() - interval '1 s'")  # as if cut off
+        memory.lifecycle("s").sync_turn("q", "a")
+        assert journal.wait_durable(timeout=WAIT)
+        alive = db.execute(f'SELECT count(*) FROM "{schema}".owners WHERE expires > now()').fetchone()
+        assert alive is not None and alive[0] == 1
+        assert "lease" in caplog.text and "had expired" in caplog.text
+    finally:
+        memory.close(timeout=WAIT)
+
+
+def test_bad_settings_are_refused(dsn: str) -> None:
+    with pytest.raises(ValueError, match="lease"):
+        PostgresJournal(dsn, lease=0)
+    with pytest.raises(ValueError, match="schema"):
+        PostgresJournal(dsn, schema="")
+    with pytest.raises(ValueError, match="dsn"):
+        PostgresJournal("host=localhost port=notaport ===")

@@ -1,0 +1,307 @@
+"""Fleet benchmark: memcore's journal in PostgreSQL (memcore-postgres' PostgresJournal) against the SQLite file (issue
+18, item 6, the parts built so far).
+
+Starts a throwaway PostgreSQL server on a free loopback port (Debian's PostgreSQL, as ``tox -e postgres`` does; a
+server that does not start fails the run), then, side by side in one run:
+
+1. **Caller latency.** ``sync_turn`` with the SQLite journal and with the PostgreSQL journal, same fast in-memory
+   backend, ``durability="group"``: p50, p99 and max per call, in alternating rounds. The group commit keeps the
+   database off the caller's path, so the ratio should be about 1. Target: p50 ratio (Postgres / SQLite) <= 1.5.
+2. **Takeover.** A child process accepts N operations (N turns over 100 sessions, a commit each) against a service
+   that is down, waits until the database has them, and is SIGKILLed. A Memory already running in this process
+   (lease 2 s) takes them over at its next renewal once the lease expired, and delivers them. Reported: seconds from
+   the kill to the last delivery, and minus the lease (the takeover's own cost); checked: every turn once, in order,
+   each session committed once after its writes. Target: 10,000 operations taken over and delivered within
+   lease + 10 s.
+
+Usage::
+
+    python benchmarks/fleet.py [--quick] [--json PATH] [--check]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from _common import BenchResults, Target, fmt, percentile, print_table, print_targets, progress_printer, write_json
+
+import memcore
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "backends" / "postgres" / "tests"))
+import pgserver  # noqa: E402  (the test suite's throwaway server)
+from memcore_postgres import PostgresJournal  # noqa: E402
+
+DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "fleet.json"
+LEASE = 2.0
+SESSIONS = 100
+#: Targets.
+LATENCY_RATIO = 1.5
+TAKEOVER_SLACK_S = 10.0
+
+
+class Fast:
+    """Returns at once; records arrivals per session (benchmark instrumentation, not a backend's design)."""
+
+    name = "rec"
+
+    def __init__(self) -> None:
+        self.log: list[tuple[str, str, tuple[str, ...]]] = []
+
+    @memcore.hookimpl
+    def memcore_write(self, session: memcore.Session, messages: Sequence[memcore.Message]) -> None:
+        self.log.append(("write", session.id, tuple(m.content for m in messages)))
+
+    @memcore.hookimpl
+    def memcore_commit(self, session: memcore.Session) -> None:
+        self.log.append(("commit", session.id, ()))
+
+
+@dataclass
+class Latency:
+    journal: str
+    calls: int
+    p50_us: float
+    p99_us: float
+    max_us: float
+
+
+@dataclass
+class Takeover:
+    operations: int
+    lease_s: float
+    seconds_after_kill: float
+    beyond_lease_s: float
+    correct: bool
+    detail: str
+
+
+@dataclass
+class FleetResults(BenchResults):
+    benchmark: str = "fleet"
+    latency: list[Latency] = field(default_factory=list)
+    latency_ratio_p50: float = 0.0
+    latency_ratio_p99: float = 0.0
+    takeover: list[Takeover] = field(default_factory=list)
+    targets: list[Target] = field(default_factory=list)
+
+
+def latency(journal: Any, calls: int) -> list[int]:
+    memory = memcore.Memory(backends=[Fast()], journal=journal)
+    try:
+        lc = memory.lifecycle("latency")
+        samples = []
+        for n in range(calls):
+            t0 = time.perf_counter_ns()
+            lc.sync_turn(f"question {n}", f"answer {n}")
+            samples.append(time.perf_counter_ns() - t0)
+        memory.flush(timeout=120)
+        return samples
+    finally:
+        memory.close(timeout=120)
+
+
+CHILD = """
+import sys, time
+import memcore
+from memcore_postgres import PostgresJournal
+
+class Down:
+    name = "rec"
+    @memcore.hookimpl
+    def memcore_write(self, session, messages):
+        raise memcore.TransientError("down")
+    @memcore.hookimpl
+    def memcore_commit(self, session):
+        raise memcore.TransientError("down")
+
+dsn, schema, lease, sessions, turns = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+memory = memcore.Memory(backends=[Down()], journal=PostgresJournal(dsn, schema=schema, lease=lease), stall_after=None,
+                        max_pending=1_000_000)
+for n in range(turns):
+    for s in range(sessions):
+        memory.lifecycle(f"s{s}").sync_turn(f"s{s} q{n}", f"s{s} a{n}")
+for s in range(sessions):
+    memory.lifecycle(f"s{s}").end()
+assert memory._journal.wait_durable(timeout=120)
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+def takeover(dsn: str, schema: str, operations: int, home: Path) -> Takeover:
+    turns = max(1, operations // SESSIONS - 1)
+    rec = Fast()
+    b = memcore.Memory(backends=[rec], journal=PostgresJournal(dsn, schema=schema, lease=LEASE))
+    env = {**os.environ, "MEMCORE_HOME": str(home)}
+    child = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(CHILD), dsn, schema, str(LEASE), str(SESSIONS), str(turns)],
+        stdout=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        if child.stdout.readline().strip() != "ready":
+            raise RuntimeError("the child did not get its operations to the database")
+        child.send_signal(signal.SIGKILL)
+        child.wait(60)
+        killed = time.monotonic()
+        want = SESSIONS * (turns + 1)
+        deadline = killed + LEASE + 120
+        while len(rec.log) < want and time.monotonic() < deadline:
+            time.sleep(0.005)
+        took = time.monotonic() - killed
+        b.flush(timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(60)
+        b.close(timeout=120)
+    problems = []
+    for s in range(SESSIONS):
+        sid = f"s{s}"
+        got = [x for kind, k, turn in rec.log if k == sid and kind == "write" for x in turn]
+        if got != [x for n in range(turns) for x in (f"{sid} q{n}", f"{sid} a{n}")]:
+            problems.append(f"{sid}: {len(got)} messages, not in order or not once")
+        kinds = [kind for kind, k, _ in rec.log if k == sid]
+        if kinds.count("commit") != 1 or kinds[-1] != "commit":
+            problems.append(f"{sid}: commits {kinds.count('commit')}, last {kinds[-1] if kinds else None}")
+    return Takeover(
+        operations=SESSIONS * (turns + 1),
+        lease_s=LEASE,
+        seconds_after_kill=round(took, 3),
+        beyond_lease_s=round(took - LEASE, 3),
+        correct=not problems,
+        detail="; ".join(problems[:3]) or "every turn once, in order; each session committed once, after its writes",
+    )
+
+
+def run(quick: bool, progress: Any) -> FleetResults:
+    res = FleetResults(quick=quick)
+    calls, rounds = (2_000, 2) if quick else (10_000, 4)
+    sizes = [2_000] if quick else [2_000, 10_000]
+    res.config = {"calls": calls, "rounds": rounds, "takeover_ops": sizes, "lease_s": LEASE, "sessions": SESSIONS}
+    progress("starting a PostgreSQL server on loopback")
+    server = pgserver.start()
+    try:
+        dsn = server.dsn(pgserver.create_database(server))
+        work = Path(tempfile.mkdtemp(prefix="memcore-fleet-"))
+        samples: dict[str, list[int]] = {"sqlite": [], "postgres": []}
+        for r in range(rounds):
+            for kind in ("sqlite", "postgres") if r % 2 == 0 else ("postgres", "sqlite"):
+                progress(f"latency round {r + 1}/{rounds}: {kind}")
+                journal: Any = (
+                    work / f"journal-{r}.sqlite3" if kind == "sqlite" else PostgresJournal(dsn, schema=f"lat_{r}")
+                )
+                samples[kind] += latency(journal, calls)
+        for kind, values in samples.items():
+            values.sort()
+            res.latency.append(
+                Latency(
+                    journal=kind,
+                    calls=len(values),
+                    p50_us=round(percentile(values, 50), 2),
+                    p99_us=round(percentile(values, 99), 2),
+                    max_us=round(values[-1] / 1000, 2),
+                )
+            )
+        sq, pg = res.latency
+        res.latency_ratio_p50 = round(pg.p50_us / sq.p50_us, 3)
+        res.latency_ratio_p99 = round(pg.p99_us / sq.p99_us, 3)
+        for n, size in enumerate(sizes):
+            progress(f"takeover of {size:,} operations")
+            home = work / f"host-{n}"
+            home.mkdir()
+            res.takeover.append(takeover(dsn, f"takeover_{n}", size, home))
+    finally:
+        server.remove()
+    res.targets = [
+        Target(
+            "sync_turn p50, postgres / sqlite",
+            "ratio",
+            res.latency_ratio_p50,
+            "x",
+            "<=",
+            LATENCY_RATIO,
+            res.latency_ratio_p50 <= LATENCY_RATIO,
+        )
+    ]
+    for t in res.takeover:
+        res.targets.append(Target(f"takeover {t.operations:,}", "correct", float(t.correct), "", ">=", 1.0, t.correct))
+        limit = t.lease_s + TAKEOVER_SLACK_S
+        res.targets.append(
+            Target(
+                f"takeover {t.operations:,}",
+                "seconds_after_kill",
+                t.seconds_after_kill,
+                "s",
+                "<=",
+                limit,
+                t.seconds_after_kill <= limit,
+            )
+        )
+    return res
+
+
+def report(res: FleetResults) -> None:
+    print(f"fleet ({'quick' if res.quick else 'full'}): {res.machine}")
+    print("caller latency of sync_turn (durability=group, fast backend)")
+    print_table(
+        ["journal", "calls", "p50 us", "p99 us", "max us"],
+        [
+            [x.journal, str(x.calls), fmt(x.p50_us, ".2f"), fmt(x.p99_us, ".2f"), fmt(x.max_us, ".0f")]
+            for x in res.latency
+        ],
+    )
+    print(f"ratio postgres / sqlite: p50 {res.latency_ratio_p50:.2f}x, p99 {res.latency_ratio_p99:.2f}x")
+    print("takeover of a SIGKILLed host's operations by a running one")
+    print_table(
+        ["operations", "lease s", "kill -> delivered s", "beyond the lease s", "correct"],
+        [
+            [
+                f"{t.operations:,}",
+                fmt(t.lease_s),
+                fmt(t.seconds_after_kill, ".2f"),
+                fmt(t.beyond_lease_s, ".2f"),
+                t.detail,
+            ]
+            for t in res.takeover
+        ],
+    )
+    print_targets(res.targets)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=(__doc__ or "").split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="fewer calls and a 2,000-operation takeover only")
+    parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"where the JSON goes (default {DEFAULT_JSON})")
+    parser.add_argument("--check", action="store_true", help="exit 1 if a target failed")
+    args = parser.parse_args(argv)
+    begin = time.perf_counter()
+    try:
+        res = run(args.quick, progress_printer(begin))
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        print(f"fleet: {exc}", file=sys.stderr)
+        return 1
+    res.total_seconds = round(time.perf_counter() - begin, 1)
+    report(res)
+    write_json(res, args.json)
+    return 1 if args.check and not all(t.passed for t in res.targets) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
