@@ -12,7 +12,8 @@ server that does not start fails the run), then, side by side in one run:
    (lease 2 s) takes them over at its next renewal once the lease expired, and delivers them. Reported: seconds from
    the kill to the last delivery, and minus the lease (the takeover's own cost); checked: every turn once, in order,
    each session committed once after its writes. Target: 10,000 operations taken over and delivered within
-   lease + 10 s.
+   lease + 10 s. A quick run (``--quick``: fewer calls, 2,000 operations) checks correctness only; its timings are
+   information.
 
 Usage::
 
@@ -227,7 +228,14 @@ def run(quick: bool, progress: Any) -> FleetResults:
             res.takeover.append(takeover(dsn, f"takeover_{n}", size, home))
     finally:
         server.remove()
+    # A quick run checks correctness; its timings are information (a loaded machine is not a measurement).
     res.targets = [
+        Target(f"takeover {t.operations:,}", "correct", float(t.correct), "", ">=", 1.0, t.correct)
+        for t in res.takeover
+    ]
+    if quick:
+        return res
+    res.targets.append(
         Target(
             "sync_turn p50, postgres / sqlite",
             "ratio",
@@ -237,9 +245,8 @@ def run(quick: bool, progress: Any) -> FleetResults:
             LATENCY_RATIO,
             res.latency_ratio_p50 <= LATENCY_RATIO,
         )
-    ]
+    )
     for t in res.takeover:
-        res.targets.append(Target(f"takeover {t.operations:,}", "correct", float(t.correct), "", ">=", 1.0, t.correct))
         limit = t.lease_s + TAKEOVER_SLACK_S
         res.targets.append(
             Target(
