@@ -83,7 +83,8 @@ class BackendSpec:
     @hookspec
     def memcore_history(self, session: Session) -> Sequence[Message]:
         """Optional read-back: the messages stored for ``session``, in the order they were stored. Used by tests and
-        the conformance suite to check order and placement."""
+        the conformance suite to check order and placement. A TransientError (the service still settling) makes
+        the suite ask again within its retry deadline."""
         raise NotImplementedError
 
     @hookspec

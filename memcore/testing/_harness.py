@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from .. import _plugins as registry
-from .._errors import InvalidSessionId
+from .._errors import InvalidSessionId, TransientError
 from .._memory import Memory
 from .._records import Message, Recollection, Report, Session
 from .._retry import RetryPolicy
@@ -178,8 +178,20 @@ class Harness:
         hook = memory.plugin_manager.hook
 
         def read_back(session: Session) -> Sequence[Message]:
-            answers = hook.memcore_history(session=session)
-            return list(answers[0]) if answers else []
+            # A TransientError is the backend saying "ask again" (a server still settling); memcore retries it on
+            # every call it makes, so the probe does too, within the suite's retry deadline.
+            deadline = time.monotonic() + self.settings.retry_deadline
+            delay = 0.01
+            while True:
+                try:
+                    answers = hook.memcore_history(session=session)
+                except TransientError:
+                    if time.monotonic() + delay > deadline:
+                        raise
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.5)
+                    continue
+                return list(answers[0]) if answers else []
 
         if "history" in registry.capabilities(plugin):
             probe.read_back = read_back

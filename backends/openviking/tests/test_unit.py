@@ -107,6 +107,26 @@ def test_overload_and_server_errors_are_transient(status: int) -> None:
     assert str(status) in str(caught.value) and KEY not in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("message", "transient"),
+    [
+        ("Expecting value: line 1 column 1 (char 0)", True),  # seen in CI: .meta.json read while a commit wrote it
+        ("Unterminated string starting at: line 1 column 9 (char 8)", True),
+        ("token_budget must be greater than or equal to 0", False),
+    ],
+)
+def test_a_read_of_a_file_the_server_is_rewriting_is_transient(message: str, transient: bool) -> None:
+    """OpenViking answers 400 INVALID_ARGUMENT when it cannot parse a file of its own mid-write; a GET sends no
+    JSON, so that 400 is the server's and passes, while any other 400 stays final. A later write attempt reads the
+    session back first: it must be retried, not fail for good."""
+    backend, _ = make(lambda r: envelope(400, "INVALID_ARGUMENT", message))
+    expected = memcore.TransientError if transient else HTTPStatusError
+    with pytest.raises(expected):
+        backend.memcore_write(S, [memcore.Message(role="user", content="hi")], key="k", attempt=2)
+    with pytest.raises(expected):
+        backend.memcore_history(S)
+
+
 def test_an_error_envelope_on_200_is_final() -> None:
     body = {"status": "error", "result": None, "error": {"code": "INVALID_ARGUMENT", "message": "bad"}}
     backend, _ = make(lambda r: httpx.Response(200, json=body))

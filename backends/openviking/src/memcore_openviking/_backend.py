@@ -38,6 +38,8 @@ MAPPED_USER = "_m-"
 DEFAULT_ID = "default"  #: account and user in trusted mode when the settings name none
 AUTH_MODES = ("trusted", "api_key")
 CONTEXT_BUDGET = 1 << 40  #: a token budget no session reaches: /context then returns every live message
+#: how Python's json.JSONDecodeError ends its message ("Expecting value: line 1 column 1 (char 0)")
+_JSON_DECODE_ERROR = re.compile(r": line \d+ column \d+ \(char \d+\)")
 _BUSY = ("pending", "running", "cancelling")  #: commit task states whose extraction may still write memories
 _ID = re.compile(r"[a-zA-Z0-9_.@-]{1,255}")
 _NOTE_NAME = re.compile(r"/memories/notes/s-([a-z2-7]+)-[0-9a-f]+\.md$")
@@ -203,12 +205,16 @@ class OpenVikingBackend:
         return envelope.get("result") if isinstance(envelope, dict) else envelope
 
     def _get(self, path: str, *, user: str | None, missing: Any = None, **params: Any) -> Any:
-        """GET ``path``; ``missing`` when OpenViking answers 404."""
+        """GET ``path``; ``missing`` when OpenViking answers 404. A 400 whose message is a JSON decoding error is
+        TransientError: a GET sends no JSON, so it is the server reading one of its own files (a session's
+        ``.meta.json``) while a commit rewrites it, and the same read succeeds a moment later."""
         try:
             return self._call("GET", path, user=user, params=params or None)
         except HTTPStatusError as exc:
             if exc.status_code == 404:
                 return missing
+            if exc.status_code == 400 and _JSON_DECODE_ERROR.search(str(exc)):
+                raise memcore.TransientError(f"GET {API}{path}: OpenViking read a file being rewritten") from None
             raise
 
     def _remove(self, uri: str, *, user: str | None, recursive: bool = False) -> int:
