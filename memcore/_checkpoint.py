@@ -26,6 +26,28 @@ EVERY = 500  #: rows written (inserted, acknowledged, failed, settled) between t
 PAUSE = 0.25  #: at least this many seconds between two checkpoints: what is written meanwhile waits for the next
 WAL_BOUND = 64 * 1024 * 1024  #: bytes of WAL past which a checkpoint waits for the writer (TRUNCATE)
 SIZE_LIMIT = 4 * 1024 * 1024  #: ``journal_size_limit``: the WAL is cut back to this when SQLite starts it over
+#: Each journal connection's page caches (its file's, and its temporary tables' where the claim renumbers), in KiB
+#: (``PRAGMA cache_size``; SQLite's default is 2,000 KiB). The journal is read and written near its ends (the newest
+#: rows, the next spilled ones), so a small cache costs little, and memory stays the same whatever the journal's size:
+#: 100,000 leftover rows once filled three default caches (about +4 MiB of RSS over a 10,000-row replay).
+CACHE_KIB = 256
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection to the journal at ``path``, autocommit, usable from any thread, with a bounded page cache."""
+    db = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+    try:
+        bound_cache(db)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def bound_cache(db: sqlite3.Connection) -> None:
+    """Cap ``db``'s page caches at :data:`CACHE_KIB` (raises if the file is not a database)."""
+    for schema in ("main", "temp"):  # temp: the claim's renumbering table
+        db.execute(f"PRAGMA {schema}.cache_size = -{CACHE_KIB}")
 
 
 def writer_pragmas(db: sqlite3.Connection) -> None:
@@ -71,7 +93,7 @@ class Checkpointer:
                 self._wake.clear()
                 self._covered = self._written
                 if db is None:
-                    db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+                    db = connect(self.path)
                 mode = "TRUNCATE" if self.wal_size() > WAL_BOUND else "PASSIVE"
                 try:
                     db.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ._checkpoint import Checkpointer, writer_pragmas
+from ._checkpoint import Checkpointer, bound_cache, connect, writer_pragmas
 from ._journal_store import Batch, Claim, Entry, decode
 from ._records import Session
 
@@ -353,7 +353,7 @@ def _migrate(db: sqlite3.Connection) -> None:
 
 def _connect(path: Path) -> sqlite3.Connection:
     """Another connection to a journal already opened (for reading back spilled rows, or claiming while running)."""
-    return sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+    return connect(path)
 
 
 def _open(path: Path, *, full_sync: bool) -> sqlite3.Connection:
@@ -361,6 +361,7 @@ def _open(path: Path, *, full_sync: bool) -> sqlite3.Connection:
     for attempt in (1, 2):
         db = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
         try:
+            bound_cache(db)  # inside the check: on a file that is not a database, this is what raises
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise JournalError(

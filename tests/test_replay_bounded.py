@@ -163,3 +163,22 @@ def test_spilled_rows_are_read_back_in_chunks_not_one_at_a_time(tmp_path, make_m
     assert 0 < backend.most_in_memory <= 200
     assert sum(reads) == 4_000
     assert len(reads) <= 4_000 // 50 + 2, f"{len(reads)} reads of {sorted(reads)[:5]}... rows"  # chunks of >= 50
+
+
+def test_the_journal_connections_page_caches_are_bounded(tmp_path):
+    """RSS must not grow with the journal's size: the writer's and the reader's connections (the file's cache and
+    the temporary tables' one, where the claim renumbers) are capped at CACHE_KIB, not SQLite's 2,000 KiB."""
+    from memcore._checkpoint import CACHE_KIB
+    from memcore.journal import SQLiteJournal
+
+    journal = SQLiteJournal(tmp_path / "journal.sqlite3")
+    journal.register("me", sync=False)
+    try:
+        journal.claim("me", ["recording"], 1)
+        journal.read_spilled("me", "recording", 0, 10)  # opens the reader
+        assert journal._db is not None and journal._reader is not None
+        for db in (journal._db, journal._reader):
+            for schema in ("main", "temp"):
+                assert db.execute(f"PRAGMA {schema}.cache_size").fetchone()[0] == -CACHE_KIB
+    finally:
+        assert journal.close("me", 5.0)
