@@ -18,7 +18,7 @@ import pytest
 
 import memcore
 from memcore.http import mapped, quote_segment, raise_for_status
-from memcore.testing import BackendSuite
+from memcore.testing import BackendSuite, closed_port
 
 _WORD = re.compile(r"\w+")
 
@@ -223,6 +223,11 @@ class TestLoopbackHTTP(BackendSuite):
     @pytest.fixture
     def http_backend(self, service: Service) -> Callable[[httpx.BaseTransport], LoopbackBackend]:
         return lambda transport: LoopbackBackend(service.url, transport=transport)
+
+    @pytest.fixture
+    def down_backend(self) -> Iterator[LoopbackBackend]:
+        with closed_port() as port:  # the same backend, its service down
+            yield LoopbackBackend(f"http://127.0.0.1:{port}")
 
 
 def test_the_service_received_what_the_suite_says(service: Service) -> None:

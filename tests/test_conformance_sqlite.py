@@ -12,6 +12,9 @@ from memcore.testing import BackendSuite
 
 
 class TestSQLite(BackendSuite):
+    # No down_backend: an embedded store has no service to be down. Its constructor makes the directory and opens
+    # the database, so a path that cannot be opened is refused at once (memcore.Memory skips the backend, with the
+    # reason in Memory.skipped), not met later by the hooks.
     scoped_recall = False  # recall in a session searches every session
     index_deadline = 5.0  # it indexes at commit, synchronously: anything slower is a bug
 

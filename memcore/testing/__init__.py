@@ -10,8 +10,8 @@ import pytest
 pytest.register_assert_rewrite("memcore.testing._harness", "memcore.testing._poll", "memcore.testing._suite")
 
 from ._guard import OverrideError  # noqa: E402
-from ._harness import AWKWARD_SESSION_IDS, Harness, Tap, TapEntry, decoys  # noqa: E402
-from ._observers import CallGate, CommitView, Jitter, Probe, RecallGate  # noqa: E402
+from ._harness import AWKWARD_SESSION_IDS, Harness, Tap, TapEntry, closed_port, decoys  # noqa: E402
+from ._observers import CallGate, CommitView, EventLog, Jitter, ManualClock, Probe, RecallGate  # noqa: E402
 from ._poll import poll  # noqa: E402
 from ._requirements import CAPABILITIES, capabilities_of, requires, separates_users  # noqa: E402
 from ._suite import LOOK_ALIKE_IDS, REFUSED_IDS, UNICODE_SAMPLES, BackendSuite  # noqa: E402
@@ -25,14 +25,17 @@ __all__ = [
     "BackendSuite",
     "CallGate",
     "CommitView",
+    "EventLog",
     "Harness",
     "Jitter",
+    "ManualClock",
     "OverrideError",
     "Probe",
     "RecallGate",
     "Tap",
     "TapEntry",
     "capabilities_of",
+    "closed_port",
     "decoys",
     "poll",
     "requires",

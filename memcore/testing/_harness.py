@@ -4,15 +4,17 @@ around every backend call, unique ids and words per test, read-back, polling rec
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import posixpath
 import re
+import socket
 import threading
 import time
 import unicodedata
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -28,7 +30,7 @@ from .._validate import session_id as valid_session_id
 from ._observers import Jitter, Probe
 from ._poll import poll
 
-__all__ = ["AWKWARD_SESSION_IDS", "Harness", "Settings", "Tap", "TapEntry", "decoys"]
+__all__ = ["AWKWARD_SESSION_IDS", "Harness", "Settings", "Tap", "TapEntry", "closed_port", "decoys"]
 
 #: Valid session ids that naive code sends to another endpoint or another session.
 AWKWARD_SESSION_IDS: tuple[str, ...] = (
@@ -75,6 +77,20 @@ def decoys(session_id: str) -> set[str]:
             continue
     out.discard(session_id)
     return out
+
+
+@contextlib.contextmanager
+def closed_port(host: str = "127.0.0.1") -> Iterator[int]:
+    """A TCP port on ``host`` where nothing listens, for as long as the ``with`` lasts: a socket is bound to it and
+    never listens, so every connection is refused at once (no timeout to wait out) and no other program can take the
+    port meanwhile. For a ``down_backend`` fixture: ``with closed_port() as port: yield MyBackend(url=...)``."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.bind((host, 0))
+        yield int(sock.getsockname()[1])
+    finally:
+        sock.close()
 
 
 @attrs.frozen(kw_only=True)

@@ -15,9 +15,9 @@ from typing import Any
 import attrs
 
 from .._hooks import hookimpl
-from .._records import Message, Note, Session
+from .._records import Event, Message, Note, Session
 
-__all__ = ["CallGate", "CommitView", "Jitter", "Probe", "RecallGate"]
+__all__ = ["CallGate", "CommitView", "EventLog", "Jitter", "ManualClock", "Probe", "RecallGate"]
 
 Wrap = Generator[None, Any, Any]
 
@@ -84,6 +84,50 @@ class CallGate:
     def memcore_commit(self) -> Wrap:
         self._hold()
         return (yield)
+
+
+class ManualClock:
+    """A clock that moves only when told: ``Memory(clock=ManualClock())`` makes backoffs (and idle commits) wait
+    until the test calls :meth:`advance` and then ``memory._scheduler.wake()``, so a test decides when each retry
+    happens instead of sleeping."""
+
+    def __init__(self, start: float = 1_000.0) -> None:
+        self.now = start
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        with self._lock:
+            return self.now
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self.now += seconds
+
+
+class EventLog:
+    """An observer that keeps every ``memcore_event`` in order; :meth:`wait` waits until there are at least ``n``."""
+
+    def __init__(self, name: str = "memcore-testing-events") -> None:
+        self.name = name
+        self._events: list[Event] = []
+        self._cond = threading.Condition()
+
+    @property
+    def events(self) -> list[Event]:
+        with self._cond:
+            return list(self._events)
+
+    def wait(self, n: int, timeout: float | None = None) -> list[Event]:
+        """The events heard once there are at least ``n`` (or when ``timeout`` passed: then fewer)."""
+        with self._cond:
+            self._cond.wait_for(lambda: len(self._events) >= n, timeout)
+            return list(self._events)
+
+    @hookimpl
+    def memcore_event(self, event: Event) -> None:
+        with self._cond:
+            self._events.append(event)
+            self._cond.notify_all()
 
 
 class Jitter:
@@ -193,9 +237,23 @@ class Probe:
         self.recalls: list[tuple[int, int | None]] = []  # (limit asked, how many the backend returned)
         self.recall_users: list[str | None] = []  # the user each recall was asked for, in order
         self.forgets: list[tuple[str | None, str | None]] = []  # (user id, session id) of each forget that returned
+        # Every recall's outcome, in the order they ended: what it returned, or the exception it raised.
+        self.recall_outcomes: list[object] = []
+        self.errors: list[tuple[str, BaseException]] = []  # (hook, exception) of every call that raised
+        self._ended = threading.Condition()
         self.max_in_flight: Counter[str] = Counter()
         self._in_flight: Counter[str] = Counter()
         self._lock = threading.Lock()
+
+    def wait_recall_outcomes(self, n: int, timeout: float | None = None) -> list[object]:
+        """The recall outcomes once at least ``n`` recalls ended (or when ``timeout`` passed: then fewer)."""
+        with self._ended:
+            self._ended.wait_for(lambda: len(self.recall_outcomes) >= n, timeout)
+            return list(self.recall_outcomes)
+
+    def _raised(self, hook: str, exc: BaseException) -> None:
+        with self._lock:
+            self.errors.append((hook, exc))
 
     def _start(self, hook: str, session: Session | None) -> None:
         with self._lock:
@@ -214,7 +272,11 @@ class Probe:
     @hookimpl(wrapper=True)
     def memcore_open_session(self, session: Session) -> Wrap:
         self._start("open_session", session)
-        result = yield  # raises here if the backend's open failed: only successful opens count (retries are fine)
+        try:
+            result = yield  # raises here if the backend's open failed: only successful opens count (retries are fine)
+        except BaseException as exc:
+            self._raised("open_session", exc)
+            raise
         with self._lock:
             self.opened.append(session)
         return result
@@ -225,6 +287,9 @@ class Probe:
         self._enter_write(session)
         try:
             return (yield)
+        except BaseException as exc:
+            self._raised("write", exc)
+            raise
         finally:
             self._leave_write(session)
 
@@ -234,6 +299,9 @@ class Probe:
         self._enter_write(session)
         try:
             return (yield)
+        except BaseException as exc:
+            self._raised("remember", exc)
+            raise
         finally:
             self._leave_write(session)
 
@@ -251,7 +319,11 @@ class Probe:
                 error = f"memcore_history raised {exc!r}"
         with self._lock:
             self.commit_views[session.id].append(CommitView(in_flight=in_flight, stored=stored, error=error))
-        result = yield
+        try:
+            result = yield
+        except BaseException as exc:
+            self._raised("commit", exc)
+            raise
         with self._lock:
             self.commits[session.id] += 1
         return result
@@ -275,12 +347,21 @@ class Probe:
             gate.hold()
         try:
             result = yield
+        except BaseException as exc:
+            self._raised("recall", exc)
+            with self._ended:
+                self.recall_outcomes.append(exc)
+                self._ended.notify_all()
+            raise
         finally:
             if gate is not None:
                 gate.finished.set()
         answer = result[0] if isinstance(result, list) and result else None
         with self._lock:
             self.recalls.append((limit, len(answer) if isinstance(answer, Sized) else None))
+        with self._ended:
+            self.recall_outcomes.append(answer)
+            self._ended.notify_all()
         return result
 
     def hooks_of(self, session_id: str) -> list[str]:

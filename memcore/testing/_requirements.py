@@ -42,6 +42,11 @@ CAPABILITIES: dict[str, str] = {
     "http_transport": (
         "declared by an http_backend fixture on the suite class that returns a factory taking an httpx transport"
     ),
+    "down_service": (
+        "declared by a down_backend fixture on the suite class that returns the same backend pointed at a service "
+        "that is down (a closed port: memcore.testing.closed_port()); for pytest --memcore-backend, give "
+        "--memcore-down-settings"
+    ),
 }
 
 _ATTRIBUTE = "__memcore_requires__"

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import re
 import threading
@@ -20,11 +21,15 @@ from .. import _plugins as registry
 from .._errors import InvalidSessionId, InvalidSwitch, UnknownSwitchReason, UsersNotSeparated
 from .._faults import FaultInjector, FaultTransport
 from .._forget import Forgetting
-from .._records import Recollection
+from .._journal_admin import pending as journal_groups
+from .._memory import Memory
+from .._paths import memcore_home
+from .._records import Event, Recollection
+from .._retry import RetryPolicy, is_transient
 from .._validate import messages as to_messages
 from ._guard import check_overrides
 from ._harness import AWKWARD_SESSION_IDS, Harness, Settings, Tap, TapEntry, decoys, has_word
-from ._observers import CallGate, RecallGate
+from ._observers import CallGate, EventLog, ManualClock, RecallGate
 from ._poll import poll
 from ._requirements import capabilities_of, describe_missing, requirements_of, requires
 
@@ -123,6 +128,14 @@ class BackendSuite:
         the same service as ``backend``). Enables the fault tests (503s, timeouts, resets)."""
         return None
 
+    @pytest.fixture
+    def down_backend(self) -> Any:
+        """Override: return (or yield) the same backend pointed at a service that is down, e.g. at a closed port
+        (``with memcore.testing.closed_port() as port: yield MyBackend(url=f"http://127.0.0.1:{port}")``). Enables
+        the down-service tests: what fails there must reach memcore as a transient error, be retried and stay
+        journaled, never be swallowed."""
+        return None
+
     def http_inner_transport(self) -> httpx.BaseTransport:
         """The transport the fault tests put under their fault-injecting one (the real network by default)."""
         return httpx.HTTPTransport()
@@ -148,6 +161,8 @@ class BackendSuite:
             declared.add("unscoped_recall")
         if "http_transport" in need and request.getfixturevalue("http_backend") is not None:
             declared.add("http_transport")
+        if "down_service" in need and request.getfixturevalue("down_backend") is not None:
+            declared.add("down_service")
         missing = need - capabilities_of(backend, declared)
         if missing:
             pytest.skip(describe_missing(registry.plugin_name(backend), missing))
@@ -1184,6 +1199,159 @@ class BackendSuite:
                         assert seg == ref, f"{sid!r} reached {entry.target!r}: another endpoint than the plain id's"
                 if any(c in sid for c in "/?#%"):
                     assert sid.encode() not in entry.target, f"{sid!r} went on the wire unencoded: {entry.target!r}"
+
+    # -- a service that is down: failures reach memcore, are retried and stay journaled ------------------------------
+
+    def _open_down(self, h: Harness, down: Any) -> tuple[Memory, ManualClock, EventLog, Path]:
+        """A Memory on ``down`` with a journal that every call waits for, and backoffs on a clock that moves only
+        when the test says: each retry happens when the test advances it (1 s per backoff; an operation first tried
+        more than 3 s ago is given up)."""
+        clock, events = ManualClock(), EventLog()
+        journal = memcore_home() / "down-journal.sqlite3"
+        memory = h.open(
+            down,
+            observers=[events],
+            clock=clock,
+            journal=journal,
+            durability="sync",
+            stall_after=None,
+            retry=RetryPolicy(initial=1.0, multiplier=1.0, max_delay=1.0, deadline=3.0, jitter=0.0),
+        )
+        h.probe.read_at_commit = False  # reading back from a service that is down fails too
+        return memory, clock, events, journal
+
+    def _down_event(self, events: EventLog, n: int, what: str) -> Event:
+        got = events.wait(n, self.flush_timeout)
+        assert len(got) >= n, (
+            f"{what}: memcore heard nothing of it within {self.flush_timeout:g} s (it heard {got}); "
+            "a call to a service that is down must return or raise within the backend's request timeout"
+        )
+        return got[n - 1]
+
+    @staticmethod
+    def _expect_retried(event: Event, what: str) -> None:
+        if event.kind == "retried":
+            return
+        if event.kind == "failed":
+            pytest.fail(
+                f"{what} against a service that is down failed for good at once, with {event.error}: memcore retries "
+                "only memcore.TransientError (and ConnectionError, TimeoutError, httpx's transport errors); raise "
+                "TransientError when the service cannot be reached, so that memcore retries it and keeps it"
+            )
+        pytest.fail(
+            f"{what} against a service that is down was reported {event.kind} ({event}): the backend swallowed the "
+            "failure. Raise memcore.TransientError when the service cannot be reached; never log and return"
+        )
+
+    @staticmethod
+    def _wake(memory: Memory, clock: ManualClock, seconds: float) -> None:
+        clock.advance(seconds)
+        memory._scheduler.wake()
+
+    def _kept(self, journal: Path, sid: str) -> dict[str, int]:
+        """What the journal holds for session ``sid``: operations by status (``pending``, ``failed``)."""
+        kept: dict[str, int] = {}
+        for group in journal_groups(journal):
+            if group.session_id == sid:
+                kept[group.status] = kept.get(group.status, 0) + group.operations
+        return kept
+
+    def _close_down(self, memory: Memory, backend: Any) -> None:
+        """Close the Memory at once, with the service still down (what waits out a backoff stays in the journal),
+        then the backend, which memcore left open (it had work), once no call of it is running any more."""
+        memory.close(timeout=0)
+        poll(
+            lambda: sum(g.in_flight for g in memory.gauges().values()),
+            lambda running: running == 0,
+            deadline=self.flush_timeout,
+            what="the calls in flight at close returning",
+        )
+        if "close" in registry.capabilities(backend):
+            pm = registry.new_manager()
+            registry.register(pm, backend, backend=True)
+            with contextlib.suppress(Exception):  # closing a client of a service that is down may complain
+                pm.hook.memcore_close()
+
+    @requires("down_service")
+    def test_down_service_writes_are_retried_and_kept(self, memcore_harness: Harness, down_backend: Any) -> None:
+        h = memcore_harness
+        memory, clock, events, journal = self._open_down(h, down_backend)
+        sid = h.sid("down")
+        lc = memory.lifecycle(sid)
+        lc.sync_turn("a turn written while the service is down", "ok")
+        lc.sync_turn("a second turn", "still ok")
+        if "remember" in h.capabilities:
+            lc.remember("a note written while the service is down")
+        try:
+            self._expect_retried(self._down_event(events, 1, "a write"), "a write")
+            self._wake(memory, clock, 1.0)  # the retry: attempt 2 reaches the backend
+            self._expect_retried(self._down_event(events, 2, "a write's retry"), "a retried write (attempt 2)")
+            accepted = sum(g.accepted for g in memory.gauges().values())
+            report = memory.flush(timeout=0)
+            assert report.delivered == 0 and report.failed == 0 and report.retried == 2, report
+            assert report.pending == accepted and report.journaled == accepted, report
+            kept = self._kept(journal, sid)
+            assert kept == {"pending": accepted}, f"the journal holds {kept} of {sid!r}, not the {accepted} pending"
+            raised = [(hook, exc) for hook, exc in h.probe.errors if not is_transient(exc)]
+            assert not raised, f"the backend raised errors memcore does not retry: {raised}"
+            closed = memory.close(timeout=0)  # with the service still down: everything stays in the journal
+            assert closed.delivered == 0 and closed.pending >= accepted and closed.journaled == closed.pending, closed
+        finally:
+            self._close_down(memory, down_backend)
+
+    @requires("down_service", "commit")
+    def test_down_service_commit_is_never_acknowledged(self, memcore_harness: Harness, down_backend: Any) -> None:
+        h = memcore_harness
+        memory, clock, events, journal = self._open_down(h, down_backend)
+        sid = h.sid("down")
+        lc = memory.lifecycle(sid)
+        lc.sync_turn("a turn written while the service is down", "ok")
+        lc.end()
+        try:
+            n = 0
+            while True:  # each write: tried, retried, then given up (the clock moved past its deadline)
+                n += 1
+                event = self._down_event(events, n, "a write or the commit")
+                if event.operation == "commit":
+                    break
+                if event.kind == "retried":
+                    self._wake(memory, clock, 5.0)
+                elif event.kind != "failed":
+                    self._expect_retried(event, "a write")
+            self._expect_retried(event, "a commit")
+            self._wake(memory, clock, 1.0)
+            self._expect_retried(self._down_event(events, n + 1, "a commit's retry"), "a retried commit (attempt 2)")
+            report = memory.flush(timeout=0)
+            assert report.committed == 0 and h.probe.commits[sid] == 0, f"a commit was acknowledged: {report}"
+            assert report.delivered == 0 and report.pending == 1 and report.journaled == 1, report
+            assert report.failed >= 1 and all(f.session_id == sid for f in report.failures), report
+            kept = self._kept(journal, sid)
+            assert kept == {"pending": 1, "failed": report.failed}, (
+                f"the journal holds {kept} of {sid!r}: the commit pending, the writes given up kept as failed "
+                "(for memcore retry)"
+            )
+            raised = [(hook, exc) for hook, exc in h.probe.errors if not is_transient(exc)]
+            assert not raised, f"the backend raised errors memcore does not retry: {raised}"
+        finally:
+            self._close_down(memory, down_backend)
+
+    @requires("down_service", "recall")
+    def test_down_service_recall_raises_rather_than_finding_nothing(
+        self, memcore_harness: Harness, down_backend: Any
+    ) -> None:
+        h = memcore_harness
+        memory = h.open(down_backend)
+        got = memory.recall(h.token(), timeout=2.0)
+        outcomes = h.probe.wait_recall_outcomes(1, self.flush_timeout)
+        assert outcomes, f"the recall never reached the backend, or never returned within {self.flush_timeout:g} s"
+        answers = [o for o in outcomes if not isinstance(o, BaseException)]
+        assert not answers, (
+            f"recall against a service that is down returned {answers[0]!r}: an answer, so memcore takes it for "
+            "'nothing found' (no retry, no warning). Raise memcore.TransientError when the service cannot be reached"
+        )
+        final = [o for o in outcomes if isinstance(o, BaseException) and not is_transient(o)]
+        assert not final, f"recall against a service that is down raised {final[0]!r}, which memcore does not retry"
+        assert got == [], f"recall against a service that is down returned recollections: {_texts(got)}"
 
 
 #: The suite's tests, which a subclass may only override with ``@pytest.mark.xfail(reason=...)``.
