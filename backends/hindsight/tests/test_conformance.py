@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
-from memcore.testing import BackendSuite
+from memcore.testing import BackendSuite, closed_port
 from support.stack import Stack
 
 from memcore_hindsight import HindsightBackend
@@ -27,3 +27,8 @@ class TestHindsight(BackendSuite):
     @pytest.fixture
     def http_backend(self, hindsight: Stack, bank: str) -> Callable[[httpx.BaseTransport], HindsightBackend]:
         return lambda transport: HindsightBackend(url=hindsight.url, bank=bank, transport=transport)
+
+    @pytest.fixture
+    def down_backend(self, bank: str) -> Iterator[HindsightBackend]:
+        with closed_port() as port:  # the same backend, its server down: nothing listens there
+            yield HindsightBackend(url=f"http://127.0.0.1:{port}", bank=bank)

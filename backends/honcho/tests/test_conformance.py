@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
-from memcore.testing import BackendSuite
+from memcore.testing import BackendSuite, closed_port
 from support.fake_honcho import FakeHoncho
 
 from memcore_honcho import HonchoBackend
@@ -30,6 +30,11 @@ class TestHoncho(BackendSuite):
         return lambda transport: HonchoBackend(
             url=fake_honcho.url, workspace=workspace, scoped_recall=self.scoped, transport=transport
         )
+
+    @pytest.fixture
+    def down_backend(self, workspace: str) -> Iterator[HonchoBackend]:
+        with closed_port() as port:  # the same backend, its server down: nothing listens there
+            yield HonchoBackend(url=f"http://127.0.0.1:{port}", workspace=workspace, scoped_recall=self.scoped)
 
 
 class TestHonchoScoped(TestHoncho):

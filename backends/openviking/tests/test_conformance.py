@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 import httpx
 import memcore
 import pytest
-from memcore.testing import BackendSuite
+from memcore.testing import BackendSuite, closed_port
 from support.stack import Stack
 
 from memcore_openviking import OpenVikingBackend
@@ -88,3 +88,10 @@ class TestOpenViking(BackendSuite):
         self, openviking: Stack, tenant: dict[str, str]
     ) -> Callable[[httpx.BaseTransport], OpenVikingBackend]:
         return lambda transport: make_backend(openviking, tenant, transport)
+
+    @pytest.fixture
+    def down_backend(self, openviking: Stack, tenant: dict[str, str]) -> Iterator[OpenVikingBackend]:
+        with closed_port() as port:  # the same backend, its server down: nothing listens there
+            yield OpenVikingBackend(
+                url=f"http://127.0.0.1:{port}", api_key=openviking.api_key, auth_mode="trusted", **tenant
+            )

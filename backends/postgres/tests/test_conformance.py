@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
-from memcore.testing import BackendSuite
+from memcore.testing import BackendSuite, closed_port
+from psycopg.conninfo import make_conninfo
 
 from memcore_postgres import PostgresBackend
 
@@ -17,3 +18,8 @@ class TestPostgres(BackendSuite):
     @pytest.fixture
     def backend(self, make_backend: Callable[..., PostgresBackend]) -> Iterator[PostgresBackend]:
         yield make_backend()
+
+    @pytest.fixture
+    def down_backend(self, make_backend: Callable[..., PostgresBackend], dsn: str) -> Iterator[PostgresBackend]:
+        with closed_port() as port:  # the same backend, its server down: nothing listens there
+            yield make_backend(dsn=make_conninfo(dsn, host="127.0.0.1", port=str(port)))

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
-from memcore.testing import BackendSuite
+from memcore.testing import BackendSuite, closed_port
 from support.fake_supermemory import FakeSupermemory
 
 from memcore_supermemory import SupermemoryBackend
@@ -40,6 +40,11 @@ class TestSupermemory(BackendSuite):
             commit="none",
             transport=transport,
         )
+
+    @pytest.fixture
+    def down_backend(self, namespace: str) -> Iterator[SupermemoryBackend]:
+        with closed_port() as port:  # the same backend, its server down: nothing listens there
+            yield SupermemoryBackend(url=f"http://127.0.0.1:{port}", namespace=namespace, scoped_recall=self.scoped)
 
 
 class TestSupermemoryScoped(TestSupermemory):
