@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ._errors import TransientError
 from ._hooks import hookimpl
 from ._paths import memcore_home
 from ._records import Message, Note, Recollection, Session, message_fields, message_from
@@ -201,6 +202,7 @@ class SQLiteBackend:
                 timeout=self.busy_timeout,
                 isolation_level=None,
                 check_same_thread=False,
+                factory=_Connection,
             )
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = NORMAL")
@@ -416,6 +418,33 @@ def _extra(message: Message) -> str | None:
 
 def _message(role: str, content: str, extra: str | None) -> Message:
     return message_from(role, content, json.loads(extra) if extra else {})
+
+
+class _Connection(sqlite3.Connection):
+    """A store connection on which a lock still held by another process when ``busy_timeout`` ran out raises
+    TransientError, which memcore retries (the operation stays journaled), not SQLite's OperationalError, which would
+    fail the operation for good."""
+
+    def execute(self, *args: Any, **kwargs: Any) -> sqlite3.Cursor:
+        try:
+            return super().execute(*args, **kwargs)
+        except sqlite3.OperationalError as exc:
+            if _busy(exc):
+                raise TransientError(f"the SQLite store stayed locked past busy_timeout: {exc}") from exc
+            raise
+
+    def executemany(self, *args: Any, **kwargs: Any) -> sqlite3.Cursor:
+        try:
+            return super().executemany(*args, **kwargs)
+        except sqlite3.OperationalError as exc:
+            if _busy(exc):
+                raise TransientError(f"the SQLite store stayed locked past busy_timeout: {exc}") from exc
+            raise
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    """Whether ``exc`` is SQLite's SQLITE_BUSY or SQLITE_LOCKED ("database is locked", "database table is locked")."""
+    return getattr(exc, "sqlite_errorname", "").startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "is locked" in str(exc)
 
 
 class _ThreadConnection:

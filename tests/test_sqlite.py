@@ -170,3 +170,24 @@ def test_exit_without_close_still_commits_and_drains(tmp_path, memcore_home):
     path = memcore_home / "memory.sqlite3"
     assert rows(path, "SELECT count(*) FROM messages") == [(202,)]
     assert rows(path, "SELECT id, commits FROM sessions ORDER BY id") == [("s1", 1), ("s2", 1)]
+
+
+def test_a_store_locked_past_busy_timeout_is_transient_and_the_retry_lands(tmp_path):
+    """Another process holding the write lock longer than ``busy_timeout`` makes the hook raise TransientError (memcore
+    retries it and keeps it journaled), never SQLite's OperationalError (a final failure); once the lock is gone the
+    same call stores the turn, once."""
+    path = tmp_path / "memory.sqlite3"
+    backend = SQLiteBackend(path, busy_timeout=0.01)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # the other writer holds the lock
+    turn = [memcore.Message(role="user", content="held up")]
+    try:
+        with pytest.raises(memcore.TransientError, match="locked"):
+            backend.memcore_write(Session(id="s"), turn, key="k1", attempt=1)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    backend.memcore_write(Session(id="s"), turn, key="k1", attempt=2)
+    assert rows(path, "SELECT content FROM messages") == [("held up",)]
+    with pytest.raises(sqlite3.OperationalError, match="no such table"):  # other errors stay what they were
+        backend._db().execute("SELECT * FROM no_such_table")
