@@ -15,11 +15,12 @@ On start, a Memory claims the rows of owners that are no longer running and repl
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from ._journal_sqlite import (
@@ -61,6 +62,9 @@ _Row = Row  # buffered: owner, seq, backend, session, parent, kind, payload, cre
 _RETRY_FIRST = 0.01  # after a failed write, the writer waits this long before the next attempt, doubling ...
 _RETRY_MAX = 0.5  # ... up to this (durability="sync" calls wait for the next attempt's outcome)
 _LOG_EVERY = 30.0  # write failures are logged at most this often
+#: A leased store: the share of the lease after the start of the store call that renewed it during which this owner
+#: takes the lease for held (the rest is slack for the two clocks' drift). Past it, deliveries wait (fencing).
+FENCE_SHARE = 0.8
 
 
 class Journal:
@@ -98,9 +102,16 @@ class Journal:
         # A store that keeps owners by lease (a database several hosts share) is renewed by the writer, at a third of
         # the lease when idle; when it says gone owners left operations, on_orphans (the Memory's takeover) is told.
         lease = getattr(self.store, "lease", None)
-        self._renew_every: float | None = float(lease) / 3 if lease else None
+        self._lease: float | None = float(lease) if lease else None
+        self._renew_every: float | None = self._lease / 3 if self._lease else None
         self._renew_at = time.monotonic() + (self._renew_every or 0.0)
         self._next_renew_log = 0.0
+        # Fencing: until when this owner provably holds its lease (monotonic; a share of the lease after the start
+        # of the last store call that renewed it). Past it, the scheduler delivers nothing (:attr:`fenced`) until a
+        # renewal and, if the lease may have lapsed meanwhile, on_lapse has dropped what another owner took over.
+        self._fencing = self._lease is not None and callable(getattr(self.store, "renew", None))
+        self._held_until = time.monotonic() + self._lease * FENCE_SHARE if self._lease and self._fencing else math.inf
+        self.on_lapse: Callable[[Callable[[Sequence[int]], set[int]]], int] | None = None
         self._backends: list[str] = []  # the backend keys this Memory claims for (set by its first claim)
         self.on_orphans: Callable[[], None] | None = None
         self._thread = threading.Thread(target=self._writer, name="memcore-journal", daemon=True)
@@ -253,6 +264,7 @@ class Journal:
                 self._writing = inserts
                 generation, floor = self._appended, self._durable
             refused: list[tuple[_Row, Exception]] = []
+            began = time.monotonic()
             try:
                 if inserts or acks or fails or debts or erasures:
                     rows, refused = _prepare(inserts.values())
@@ -300,6 +312,7 @@ class Journal:
                 delay, next_log = 0.0, 0.0
             if self._renew_every is not None:
                 self._renew_at = time.monotonic() + self._renew_every
+                self._renewed(began)
             with self._cond:
                 self._writing = {}
                 self._durable = max(self._durable, generation)
@@ -330,6 +343,7 @@ class Journal:
         renew = getattr(self.store, "renew", None)
         if renew is None:
             return
+        began = time.monotonic()
         try:
             orphans = bool(renew(self.owner, self._backends))
         except Exception as exc:
@@ -344,12 +358,67 @@ class Journal:
                     _LOG_EVERY,
                 )
             return
+        self._renewed(began)
         callback = self.on_orphans
         if orphans and callback is not None and self._backends:
             try:
                 callback()
             except Exception:
                 log.exception("memcore: taking over the operations gone owners left in %s failed", self.name)
+
+    # -- fencing (a leased store) ---------------------------------------------------------------------------
+
+    @property
+    def fenced(self) -> bool:
+        """Whether this owner cannot prove it still holds its lease (a leased store only): its last renewal is older
+        than :data:`FENCE_SHARE` of the lease (the host was stopped, cut off, or the database is slow). Another owner
+        may take its operations over meanwhile, so the scheduler delivers nothing until a renewal (:meth:`renew_soon`)
+        and :attr:`on_lapse` have shown which operations are still this owner's."""
+        return time.monotonic() >= self._held_until
+
+    def renew_soon(self) -> None:
+        """Ask the writer to renew the lease now (a delivery found the owner fenced)."""
+        with self._cond:
+            self._renew_at = 0.0
+            self._cond.notify()
+
+    def _renewed(self, began: float) -> None:
+        """(Writer thread.) A store call that started at ``began`` renewed the lease. If this owner was fenced when it
+        started, the lease may have lapsed and been taken over before it was renewed: :attr:`on_lapse` drops what is
+        no longer this owner's before deliveries resume."""
+        if not self._fencing or self._lease is None:
+            return
+        if began >= self._held_until and self.on_lapse is not None:
+            try:
+                taken = self.on_lapse(self._still_held)
+            except Exception as exc:  # stay fenced: the next renewal checks again
+                log.error(
+                    "memcore: after its lease on %s lapsed, this owner could not tell what it still holds: %s: "
+                    "%s (deliveries wait for the next renewal)",
+                    self.name,
+                    type(exc).__name__,
+                    exc,
+                )
+                return
+            if taken:
+                log.warning(
+                    "memcore: the lease on %s had lapsed and another owner took over %d operations of this one: "
+                    "it delivers them, this one does not",
+                    self.name,
+                    taken,
+                )
+        self._held_until = began + self._lease * FENCE_SHARE
+
+    def _still_held(self, seqs: Sequence[int]) -> set[int]:
+        """Which of ``seqs`` are still this owner's: the ones not on disk yet (no other owner could see them), and those
+        the store says it still holds. A store without ``held`` is taken at its word that nothing was taken."""
+        with self._cond:
+            unwritten = {seq for seq in seqs if seq in self._inserts or seq in self._writing}
+        written = [seq for seq in seqs if seq not in unwritten]
+        held = getattr(self.store, "held", None)
+        if held is None or not written:
+            return set(seqs)
+        return unwritten | set(held(self.owner, written))
 
     def _write(
         self,

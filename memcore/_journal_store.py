@@ -17,6 +17,11 @@ then has two more members, which the Journal looks for: ``lease`` (seconds an ow
 and ``renew(owner, backends) -> bool`` (renew the lease; whether gone owners left operations of ``backends`` to take
 over). The idle writer calls ``renew`` every third of ``lease`` (``write`` renews too), and when it answers True the
 Memory claims (``fresh=True``) on a worker. ``memcore_postgres.PostgresJournal`` is such a store.
+
+A leased store fences an owner whose lease lapsed (a host stopped or cut off past it while another took its operations
+over): past most of the lease since its last renewal the owner delivers nothing; once renewed, it asks the store's
+optional ``held(owner, seqs) -> set[int]`` (on the writer thread) which of its written rows are still its own, and
+drops the rest from memory, which the other owner delivers. ``held`` must not answer while a claim is half done.
 """
 
 from __future__ import annotations

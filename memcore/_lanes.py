@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import time
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from ._plugins import Backend
@@ -202,6 +203,18 @@ class Lanes:
         lane.committed = max(lane.committed, lane.written)
         lane.commit_covers = max(lane.commit_covers, lane.written)
         return dropped
+
+    @staticmethod
+    def disown(lane: Lane, gone: Sequence[Op]) -> None:
+        """Take ``gone`` (queued operations another owner took over: it delivers and commits them) out of ``lane``;
+        what they covered needs no commit from this one."""
+        seqs = {op.seq for op in gone}
+        if lane.ops and lane.ops[0].seq in seqs:
+            lane.attempts = 0
+        lane.ops = collections.deque(op for op in lane.ops if op.seq not in seqs)
+        lane.finished += len(gone)
+        lane.committed = max(lane.committed, *(op.epoch for op in gone))
+        lane.commit_covers = max(lane.commit_covers, lane.committed)
 
     @staticmethod
     def undo(lane: Lane, turns: int) -> list[Op]:

@@ -181,6 +181,7 @@ class Memory:
                 self._scheduler.adopt(claim)
             # A store with leases: owners whose lease expires while this Memory runs are taken over on a worker.
             self._journal.on_orphans = functools.partial(self._scheduler.chore, self._adopt)
+            self._journal.on_lapse = self._scheduler.disown
         self._close_lock = threading.Lock()
         self._release_lock = threading.Lock()
         self._handoff: threading.Timer | None = None

@@ -81,6 +81,7 @@ def report_lines(report: Report, elapsed: float) -> list[str]:
         for name, n in (
             ("retried", report.retried),
             ("replayed", report.replayed),
+            ("taken over by another host", report.taken_over),
             ("kept in the journal", report.journaled),
         )
         if n

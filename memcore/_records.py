@@ -138,12 +138,13 @@ class Report:
     ``delivered`` counts writes and notes a backend acknowledged, ``committed`` successful commits, ``failed``
     operations that failed for good, ``pending`` operations accepted but not finished (queued, waiting out a backoff
     or in flight), ``spilled`` how many of those wait in the journal only because ``max_pending`` was reached,
-    ``journaled`` how many pending ones the journal keeps for the next start, ``retried`` transient
-    failures that were retried, ``replayed`` operations taken over from the journal at start, ``owing_commit`` the
-    sessions (one per backend that commits) with writes that no successful commit covers yet. ``journal_error`` is
-    None while the journal keeps up; else why it does not: the last write failure while its writes fail (accepted
-    operations are still delivered, but are not on disk until a write succeeds again), or operations it could never
-    write.
+    ``journaled`` how many pending ones the journal keeps for the next start, ``retried`` transient failures that
+    were retried, ``replayed`` operations taken over from the journal at start, ``taken_over`` operations another
+    host of a shared journal took over from this one while its lease had lapsed (that host delivers them),
+    ``owing_commit`` the sessions (one per backend that commits) with writes that no successful commit covers yet.
+    ``journal_error`` is None while the journal keeps up; else why it does not: the last write failure while its
+    writes fail (accepted operations are still delivered, but are not on disk until a write succeeds again), or
+    operations it could never write.
     """
 
     delivered: int = 0
@@ -154,6 +155,7 @@ class Report:
     spilled: int = 0
     retried: int = 0
     replayed: int = 0
+    taken_over: int = 0
     owing_commit: int = 0
     failures: tuple[Failure, ...] = ()
     skipped_backends: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_mapping)

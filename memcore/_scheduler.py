@@ -46,6 +46,7 @@ _ARG = {WRITE: "messages", NOTE: "note"}
 _DONE = {COMMIT: "committed", FORGET: "forgotten", REWIND: "rewound"}
 #: How many final failures a Report keeps (the count in ``Report.failed`` is exact).
 FAILURES_KEPT = 100
+FENCE_POLL = 0.05  #: seconds between two looks at a fenced journal (its lease not provably held) before a delivery
 #: A backend's failures are logged as warnings at most once per this many seconds (the Report counts every one).
 WARN_EVERY = 30.0
 
@@ -517,6 +518,10 @@ class Scheduler:
     # -- running an operation (lane workers) -----------------------------------------------------------------------
 
     def _run(self, lane: Lane, op: Op) -> None:
+        journal = self._journal
+        if journal is not None and journal.fenced:
+            self._fence(lane, op, journal)
+            return
         if op.kind == FORGET:
             error, kept = self._execute_forget(lane)
             self._finish(lane, op, error, kept)
@@ -615,6 +620,50 @@ class Scheduler:
                 self._progress.notify_all()
         if self._stopping:
             self._quiet()
+
+    def _fence(self, lane: Lane, op: Op, journal: Journal) -> None:
+        """The journal's lease is not provably held (this host was stopped or cut off past most of it): another host
+        may be taking ``op`` over, so it is put back untried, and looked at again after :data:`FENCE_POLL`, once the
+        journal renewed the lease and :meth:`disown` dropped what was taken over."""
+        journal.renew_soon()
+        with self._lock:
+            lane.ops.appendleft(op)
+            self._pool.call_ended(lane)
+            stopping = self._stopping
+            if not stopping:  # closing: it stays pending, in the journal
+                self._pool.backoff(lane, self._clock() + FENCE_POLL, op.seq)
+        if stopping:
+            self._quiet()
+
+    def disown(self, still_held: Callable[[Sequence[int]], set[int]]) -> int:
+        """After this owner's lease on a shared journal lapsed: drop from memory the queued operations that another
+        owner took over meanwhile (``still_held`` says which are still this one's; it may query the database, so it
+        runs off the lock). That owner delivers them and commits their sessions. A call already in flight is left to
+        return (it was sent before the lapse was known: a backend that takes idempotency keys keeps one copy).
+        Returns how many were dropped; :attr:`Report.taken_over` counts them."""
+        with self._lock:
+            queued = [op.seq for lane in self._lanes for op in lane.ops]
+        taken = set(queued) - still_held(queued) if queued else set()
+        if not taken:
+            return 0
+        dropped = 0
+        with self._lock:
+            for lane in self._lanes:
+                gone = [op for op in lane.ops if op.seq in taken]
+                if not gone:
+                    continue
+                Lanes.disown(lane, gone)
+                if not lane.ops and not self._pool.is_running(lane):
+                    self._pool.withdraw(lane)
+                    lane.scheduled = False
+                    self._lanes.retire_if_clean(lane)
+                for _ in gone:
+                    self._bound.released(lane.backend.index)
+                dropped += len(gone)
+            self._counts["taken_over"] += dropped
+            if self._waiters:
+                self._progress.notify_all()
+        return dropped
 
     def _retry_later(self, lane: Lane, op: Op, error: BaseException) -> bool:
         """Put ``op`` back at the head of its lane to run after a backoff; False if its deadline is spent."""
@@ -841,6 +890,7 @@ class Scheduler:
                 spilled=self._bound.spilled_total,
                 retried=self._counts["retried"],
                 replayed=self._counts["replayed"],
+                taken_over=self._counts["taken_over"],
                 owing_commit=sum(1 for lane in self._lanes if lane.dirty and lane.backend.commits),
                 failures=tuple(self._failures),
                 **extra,

@@ -7,6 +7,7 @@ its writes."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -184,6 +185,107 @@ def test_a_killed_host_is_taken_over_by_a_running_one_within_its_lease(
         print(f"taken over {taken:.2f} s after the kill (lease {lease} s)")
     finally:
         if a.poll() is None:
+            a.kill()
+            a.wait(WAIT)
+        assert b.close(timeout=WAIT).ok
+    assert rows(db, schema, "ops") == 0
+
+
+PARTITIONED = """
+import json, sys, time
+import memcore
+from memcore.testing import ManualClock
+from memcore_postgres import PostgresJournal
+
+class Down:
+    \"\"\"Down for the sessions the other host takes over (records every call made to it, and when: before or after the
+    partition), up for the session written after it.\"\"\"
+    name = "rec"
+    def __init__(self):
+        self.phase, self.calls, self.log = "before", [], []
+    def _call(self, kind, session, contents):
+        self.calls.append([self.phase, kind, session.id])
+        if session.id.startswith("s"):
+            raise memcore.TransientError("down")
+        self.log.append([kind, session.id, contents])
+    @memcore.hookimpl
+    def memcore_write(self, session, messages):
+        self._call("write", session, [m.content for m in messages])
+    @memcore.hookimpl
+    def memcore_commit(self, session):
+        self._call("commit", session, None)
+
+dsn, schema, lease, sessions, turns = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+backend, clock = Down(), ManualClock()  # the clock of backoffs: no retry runs until this process moves it
+retry = memcore.RetryPolicy(initial=1.0, multiplier=1.0, max_delay=1.0, deadline=3600.0, jitter=0.0)
+store = PostgresJournal(dsn, schema=schema, lease=lease)
+memory = memcore.Memory(backends=[backend], journal=store, retry=retry, clock=clock, stall_after=None)
+for n in range(turns):
+    for s in range(sessions):
+        memory.lifecycle(f"s{s}").sync_turn(f"s{s} q{n}", f"s{s} a{n}")
+for s in range(sessions):
+    memory.lifecycle(f"s{s}").end()
+deadline = time.monotonic() + 60
+while memory.flush(timeout=0).retried < sessions and time.monotonic() < deadline:  # first writes tried
+    time.sleep(0.01)
+assert memory.flush(timeout=0).retried == sessions and memory._journal.wait_durable(timeout=60)
+print("ready", flush=True)
+sys.stdin.readline()  # meanwhile: stopped past its lease, taken over by the other host, resumed
+backend.phase = "after"
+clock.advance(60.0)  # every backoff is due: what this process still holds would be sent now
+memory._scheduler.wake()
+memory.lifecycle("after").sync_turn("after the partition", "ok")
+memory.lifecycle("after").end()
+while memory.flush(timeout=0).pending and time.monotonic() < deadline + 60:
+    clock.advance(1.0)
+    memory._scheduler.wake()
+    time.sleep(0.01)
+report = memory.close(timeout=60)
+result = {"calls": backend.calls, "log": backend.log, "taken_over": report.taken_over, "pending": report.pending,
+          "failed": report.failed, "delivered": report.delivered, "committed": report.committed}
+print(json.dumps(result), flush=True)
+"""
+
+
+def test_a_host_stopped_past_its_lease_delivers_nothing_the_other_took_over(
+    dsn: str, schema: str, db: psycopg.Connection[Any], child_env: dict[str, str]
+) -> None:
+    """A network partition, simulated by SIGSTOP: host A holds undelivered work and is stopped for longer than its
+    lease; B takes it over and delivers it; A, resumed with every retry due at once, finds its lease lapsed and sends
+    none of it (it makes no call for those sessions at all), then goes on with what it accepts from then on."""
+    lease, sessions, turns = 1.0, 4, 10
+    rec = Recording()
+    b = memcore.Memory(backends=[rec], journal=PostgresJournal(dsn, schema=schema, lease=lease))
+    a = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(PARTITIONED), dsn, schema, str(lease), str(sessions), str(turns)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=child_env,
+        text=True,
+    )
+    try:
+        assert a.stdout is not None and a.stdin is not None and a.stdout.readline().strip() == "ready"
+        assert rows(db, schema, "ops") == sessions * (turns + 1)
+        a.send_signal(signal.SIGSTOP)
+        until(lambda: all(rec.commits(f"s{s}") for s in range(sessions)))  # B took over once A's lease expired
+        assert not b.flush(timeout=WAIT).timed_out
+        a.send_signal(signal.SIGCONT)
+        a.stdin.write("go\n")
+        a.stdin.flush()
+        out, _ = a.communicate(timeout=WAIT)
+        assert a.returncode == 0, out
+        result = json.loads(out.strip().splitlines()[-1])
+        late = [call for call in result["calls"] if call[0] == "after" and call[2] != "after"]
+        assert late == [], f"A sent what B had taken over: {late}"
+        assert result["log"] == [["write", "after", ["after the partition", "ok"]], ["commit", "after", None]]
+        assert result["taken_over"] == sessions * (turns + 1)
+        assert result["pending"] == 0 and result["failed"] == 0, result
+        for s in range(sessions):
+            assert rec.texts(f"s{s}") == expected(f"s{s}", turns), s  # once each, in order, by B
+            assert rec.commits(f"s{s}") == 1 and rec.committed_after_writes(f"s{s}")
+    finally:
+        if a.poll() is None:
+            a.send_signal(signal.SIGCONT)
             a.kill()
             a.wait(WAIT)
         assert b.close(timeout=WAIT).ok

@@ -282,6 +282,17 @@ class PostgresJournal:
             ).fetchone()
         return bool(row and row[0])
 
+    def held(self, owner: str, seqs: Sequence[int]) -> set[int]:
+        """Which of ``seqs`` (rows this owner wrote) are still its own: after its lease lapsed, another host may have
+        claimed the rest. Under the claims' lock, so that a claim running now has either finished or not begun."""
+        db = self._writer()
+        with db.transaction():
+            db.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key,))
+            found = db.execute(
+                self._sql("SELECT seq FROM {schema}.ops WHERE owner = %s AND seq = ANY(%s)"), (owner, list(seqs))
+            ).fetchall()
+        return {int(row[0]) for row in found}
+
     def claim(
         self, owner: str, backends: Sequence[str], first_seq: int | Callable[[int], int], *, fresh: bool = False
     ) -> Claim:
