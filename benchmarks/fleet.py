@@ -1,5 +1,5 @@
 """Fleet benchmark: memcore's journal in PostgreSQL (memcore-postgres' PostgresJournal) against the SQLite file (issue
-18, item 6, the parts built so far).
+18, item 6).
 
 Starts a throwaway PostgreSQL server on a free loopback port (Debian's PostgreSQL, as ``tox -e postgres`` does; a
 server that does not start fails the run), then, side by side in one run:
@@ -7,13 +7,22 @@ server that does not start fails the run), then, side by side in one run:
 1. **Caller latency.** ``sync_turn`` with the SQLite journal and with the PostgreSQL journal, same fast in-memory
    backend, ``durability="group"``: p50, p99 and max per call, in alternating rounds. The group commit keeps the
    database off the caller's path, so the ratio should be about 1. Target: p50 ratio (Postgres / SQLite) <= 1.5.
-2. **Takeover.** A child process accepts N operations (N turns over 100 sessions, a commit each) against a service
+2. **Throughput.** P = 1, 2 and 4 processes (benchmarks/_fleet_child.py, each its own MEMCORE_HOME), each a Memory
+   with 4 workers and 8 sessions of its own, against a backend whose every write and commit takes 50 ms; on one
+   PostgreSQL journal they all share, and (the reference) each on its own SQLite journal file. Started at one
+   moment, timed from then to the last process's flush done. The limit is P x workers / 0.05 s operations per
+   second (a worker finishes at most one 50 ms call at a time); reported: operations per second and their ratio to
+   the limit; checked from each backend's own record: every turn once, in order, each session committed once after
+   its writes. Target: ratio >= 0.8 for every P on the shared database.
+3. **Takeover.** A child process accepts N operations (N turns over 100 sessions, a commit each) against a service
    that is down, waits until the database has them, and is SIGKILLed. A Memory already running in this process
    (lease 2 s) takes them over at its next renewal once the lease expired, and delivers them. Reported: seconds from
    the kill to the last delivery, and minus the lease (the takeover's own cost); checked: every turn once, in order,
    each session committed once after its writes. Target: 10,000 operations taken over and delivered within
-   lease + 10 s. A quick run (``--quick``: fewer calls, 2,000 operations) checks correctness only; its timings are
-   information.
+   lease + 10 s.
+
+A quick run (``--quick``: fewer calls, 19 turns per session instead of 149, 2,000 operations taken over) checks
+correctness only; its timings are information, and its JSON never replaces results/fleet.json.
 
 Usage::
 
@@ -23,6 +32,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -35,7 +45,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _common import BenchResults, Target, fmt, percentile, print_table, print_targets, progress_printer, write_json
+from _common import (
+    BACKEND_LATENCY,
+    BenchResults,
+    Target,
+    fmt,
+    percentile,
+    print_table,
+    print_targets,
+    progress_printer,
+    write_json,
+)
+from _fleet_child import ChildResult
 
 import memcore
 
@@ -45,11 +66,17 @@ import pgserver  # noqa: E402  (the test suite's throwaway server)
 from memcore_postgres import PostgresJournal  # noqa: E402
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "fleet.json"
+CHILD_SCRIPT = Path(__file__).resolve().parent / "_fleet_child.py"
 LEASE = 2.0
 SESSIONS = 100
+#: Throughput: processes sharing one database, each with this many workers and SESSIONS_PER_WORKER x as many sessions.
+PROCESSES = (1, 2, 4)
+WORKERS = 4
+SESSIONS_PER_WORKER = 2
 #: Targets.
 LATENCY_RATIO = 1.5
 TAKEOVER_SLACK_S = 10.0
+THROUGHPUT_RATIO = 0.8
 
 
 class Fast:
@@ -89,11 +116,31 @@ class Takeover:
 
 
 @dataclass
+class Throughput:
+    journal: str  # "postgres": one database all processes share; "sqlite": each process its own journal file
+    processes: int
+    workers: int  # per process
+    sessions: int  # per process
+    turns: int  # per session
+    operations: int  # writes and commits the backends recorded, all processes
+    wall_s: float  # from "go" to the last process's flush done
+    slowest_child_s: float  # the longest of the processes' own go -> flush done
+    enqueue_s: float  # the longest time a process took to accept its turns and commits
+    ops_per_s: float
+    limit_ops_per_s: float  # processes x workers / backend latency
+    ratio: float
+    mean_call_ms: float  # what the backend's 50 ms sleep actually took, mean over every call
+    correct: bool
+    detail: str
+
+
+@dataclass
 class FleetResults(BenchResults):
     benchmark: str = "fleet"
     latency: list[Latency] = field(default_factory=list)
     latency_ratio_p50: float = 0.0
     latency_ratio_p99: float = 0.0
+    throughput: list[Throughput] = field(default_factory=list)
     takeover: list[Takeover] = field(default_factory=list)
     targets: list[Target] = field(default_factory=list)
 
@@ -189,11 +236,117 @@ def takeover(dsn: str, schema: str, operations: int, home: Path) -> Takeover:
     )
 
 
+def spawn_child(journal: str, name: str, turns: int, dsn: str, schema: str, home: Path) -> subprocess.Popen[str]:
+    """One throughput process (benchmarks/_fleet_child.py), in its own MEMCORE_HOME; it prints ``ready`` when its
+    Memory is up."""
+    home.mkdir(parents=True)
+    command = [sys.executable, str(CHILD_SCRIPT), "--name", name, "--journal", journal, "--workers", str(WORKERS)]
+    command += ["--sessions", str(WORKERS * SESSIONS_PER_WORKER), "--turns", str(turns)]
+    command += ["--latency", str(BACKEND_LATENCY)]
+    if journal == "postgres":
+        command += ["--dsn", dsn, "--schema", schema]
+    else:
+        command += ["--sqlite-path", str(home / "journal.sqlite3")]
+    env = {**os.environ, "MEMCORE_HOME": str(home)}
+    return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
+
+
+def read_line(child: subprocess.Popen[str], before: str) -> str:
+    assert child.stdout is not None
+    line = child.stdout.readline()
+    if not line:
+        raise RuntimeError(f"a throughput process exited ({child.wait(60)}) before it {before}")
+    return line
+
+
+def start_together(children: Sequence[subprocess.Popen[str]]) -> float:
+    """Wait until every process is ready, then tell them all to go; the ``time.monotonic()`` just before."""
+    for child in children:
+        if read_line(child, "was ready").strip() != "ready":
+            raise RuntimeError("a throughput process said something other than ready")
+    started = time.monotonic()
+    for child in children:
+        assert child.stdin is not None
+        child.stdin.write("go\n")
+        child.stdin.flush()
+    return started
+
+
+def child_problems(r: ChildResult, sessions: int, turns: int) -> list[str]:
+    """What is wrong with one process's counts (its backend's record and its flush's Report), and its own checks of
+    order."""
+    want = {"writes": sessions * turns, "commits": sessions, "delivered": sessions * turns, "committed": sessions}
+    got = {"writes": r.writes, "commits": r.commits, "delivered": r.delivered, "committed": r.committed}
+    wrong = [f"{r.name}: {k} {got[k]}, not {v}" for k, v in want.items() if got[k] != v]
+    if r.failed or r.timed_out:
+        wrong.append(f"{r.name}: failed {r.failed}, flush timed out {r.timed_out}")
+    return wrong + r.problems
+
+
+def summarize(journal: str, turns: int, started: float, results: Sequence[ChildResult]) -> Throughput:
+    sessions = WORKERS * SESSIONS_PER_WORKER
+    operations = sum(r.writes + r.commits for r in results)
+    wall = max(r.done for r in results) - started
+    limit = len(results) * WORKERS / BACKEND_LATENCY
+    problems = [p for r in results for p in child_problems(r, sessions, turns)]
+    mean_call = sum(r.mean_call_ms * (r.writes + r.commits) for r in results) / max(1, operations)
+    return Throughput(
+        journal=journal,
+        processes=len(results),
+        workers=WORKERS,
+        sessions=sessions,
+        turns=turns,
+        operations=operations,
+        wall_s=round(wall, 3),
+        slowest_child_s=round(max(r.done - r.started for r in results), 3),
+        enqueue_s=max(r.enqueue_s for r in results),
+        ops_per_s=round(operations / wall, 1),
+        limit_ops_per_s=limit,
+        ratio=round(operations / wall / limit, 3),
+        mean_call_ms=round(mean_call, 3),
+        correct=not problems,
+        detail="; ".join(problems[:3]) or "every turn once, in order; each session committed once, after its writes",
+    )
+
+
+def throughput(journal: str, processes: int, turns: int, dsn: str, work: Path) -> Throughput:
+    """``processes`` processes, started at one moment, each with WORKERS workers driving its own sessions against the
+    50 ms backend; on one shared PostgreSQL journal (its own schema per run) or each on its own SQLite file."""
+    tag = f"{journal}_{processes}"
+    children = [
+        spawn_child(journal, f"p{i}", turns, dsn, f"tput_{processes}", work / f"tput-{tag}-p{i}")
+        for i in range(processes)
+    ]
+    try:
+        started = start_together(children)
+        results = [ChildResult(**json.loads(read_line(child, "reported"))) for child in children]
+        for child in children:
+            child.wait(120)
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait(60)
+    return summarize(journal, turns, started, results)
+
+
 def run(quick: bool, progress: Any) -> FleetResults:
     res = FleetResults(quick=quick)
     calls, rounds = (2_000, 2) if quick else (10_000, 4)
     sizes = [2_000] if quick else [2_000, 10_000]
-    res.config = {"calls": calls, "rounds": rounds, "takeover_ops": sizes, "lease_s": LEASE, "sessions": SESSIONS}
+    turns = 19 if quick else 149
+    res.config = {
+        "calls": calls,
+        "rounds": rounds,
+        "takeover_ops": sizes,
+        "lease_s": LEASE,
+        "sessions": SESSIONS,
+        "throughput_processes": list(PROCESSES),
+        "throughput_workers": WORKERS,
+        "throughput_sessions_per_process": WORKERS * SESSIONS_PER_WORKER,
+        "throughput_turns": turns,
+        "backend_latency_s": BACKEND_LATENCY,
+    }
     progress("starting a PostgreSQL server on loopback")
     server = pgserver.start()
     try:
@@ -221,6 +374,10 @@ def run(quick: bool, progress: Any) -> FleetResults:
         sq, pg = res.latency
         res.latency_ratio_p50 = round(pg.p50_us / sq.p50_us, 3)
         res.latency_ratio_p99 = round(pg.p99_us / sq.p99_us, 3)
+        for n, processes in enumerate(PROCESSES):
+            for kind in ("sqlite", "postgres") if n % 2 == 0 else ("postgres", "sqlite"):
+                progress(f"throughput: {processes} process(es), {kind} journal")
+                res.throughput.append(throughput(kind, processes, turns, dsn, work))
         for n, size in enumerate(sizes):
             progress(f"takeover of {size:,} operations")
             home = work / f"host-{n}"
@@ -230,11 +387,28 @@ def run(quick: bool, progress: Any) -> FleetResults:
         server.remove()
     # A quick run checks correctness; its timings are information (a loaded machine is not a measurement).
     res.targets = [
+        Target(f"throughput {t.journal} P={t.processes}", "correct", float(t.correct), "", ">=", 1.0, t.correct)
+        for t in res.throughput
+    ]
+    res.targets += [
         Target(f"takeover {t.operations:,}", "correct", float(t.correct), "", ">=", 1.0, t.correct)
         for t in res.takeover
     ]
     if quick:
         return res
+    res.targets += [
+        Target(
+            f"throughput postgres P={t.processes}",
+            "ops/s / limit",
+            t.ratio,
+            "",
+            ">=",
+            THROUGHPUT_RATIO,
+            t.ratio >= THROUGHPUT_RATIO,
+        )
+        for t in res.throughput
+        if t.journal == "postgres"
+    ]
     res.targets.append(
         Target(
             "sync_turn p50, postgres / sqlite",
@@ -273,6 +447,7 @@ def report(res: FleetResults) -> None:
         ],
     )
     print(f"ratio postgres / sqlite: p50 {res.latency_ratio_p50:.2f}x, p99 {res.latency_ratio_p99:.2f}x")
+    report_throughput(res.throughput)
     print("takeover of a SIGKILLed host's operations by a running one")
     print_table(
         ["operations", "lease s", "kill -> delivered s", "beyond the lease s", "correct"],
@@ -290,11 +465,52 @@ def report(res: FleetResults) -> None:
     print_targets(res.targets)
 
 
+def report_throughput(rows: Sequence[Throughput]) -> None:
+    if not rows:
+        return
+    first = rows[0]
+    print(
+        f"throughput: P processes x {first.workers} workers, {first.sessions} sessions x {first.turns} turns and a "
+        f"commit each per process, {BACKEND_LATENCY * 1000:.0f} ms backend (limit = P x {first.workers} / "
+        f"{BACKEND_LATENCY:g} s)"
+    )
+    ordered = sorted(rows, key=lambda t: (t.processes, t.journal))
+    print_table(
+        ["journal", "P", "operations", "wall s", "ops/s", "limit/s", "ratio", "mean call ms", "correct"],
+        [
+            [
+                t.journal,
+                str(t.processes),
+                f"{t.operations:,}",
+                fmt(t.wall_s, ".2f"),
+                fmt(t.ops_per_s),
+                fmt(t.limit_ops_per_s, ".0f"),
+                fmt(t.ratio, ".3f"),
+                fmt(t.mean_call_ms, ".2f"),
+                "yes" if t.correct else t.detail,
+            ]
+            for t in ordered
+        ],
+    )
+    by_key = {(t.journal, t.processes): t.ratio for t in rows}
+    shared = [
+        f"P={p}: {by_key[('postgres', p)] / by_key[('sqlite', p)]:.3f}x"
+        for p in sorted({t.processes for t in rows})
+        if ("postgres", p) in by_key and by_key.get(("sqlite", p))
+    ]
+    print(f"ratio postgres / sqlite (what the shared database costs): {', '.join(shared)}")
+    print()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=(__doc__ or "").split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="fewer calls and a 2,000-operation takeover only")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="fewer calls and turns, a 2,000-operation takeover; figures are information",
+    )
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"where the JSON goes (default {DEFAULT_JSON})")
     parser.add_argument("--check", action="store_true", help="exit 1 if a target failed")
     args = parser.parse_args(argv)
