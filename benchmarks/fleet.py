@@ -330,6 +330,31 @@ def throughput(journal: str, processes: int, turns: int, dsn: str, work: Path) -
     return summarize(journal, turns, started, results)
 
 
+def measure_latency(dsn: str, work: Path, calls: int, rounds: int, progress: Any) -> list[Latency]:
+    """``sync_turn``'s caller latency on the SQLite journal and on the PostgreSQL one, in alternating rounds."""
+    samples: dict[str, list[int]] = {"sqlite": [], "postgres": []}
+    for r in range(rounds):
+        for kind in ("sqlite", "postgres") if r % 2 == 0 else ("postgres", "sqlite"):
+            progress(f"latency round {r + 1}/{rounds}: {kind}")
+            journal: Any = (
+                work / f"journal-{r}.sqlite3" if kind == "sqlite" else PostgresJournal(dsn, schema=f"lat_{r}")
+            )
+            samples[kind] += latency(journal, calls)
+    rows = []
+    for kind, values in samples.items():
+        values.sort()
+        rows.append(
+            Latency(
+                journal=kind,
+                calls=len(values),
+                p50_us=round(percentile(values, 50), 2),
+                p99_us=round(percentile(values, 99), 2),
+                max_us=round(values[-1] / 1000, 2),
+            )
+        )
+    return rows
+
+
 def run(quick: bool, progress: Any) -> FleetResults:
     res = FleetResults(quick=quick)
     calls, rounds = (2_000, 2) if quick else (10_000, 4)
@@ -351,38 +376,21 @@ def run(quick: bool, progress: Any) -> FleetResults:
     server = pgserver.start()
     try:
         dsn = server.dsn(pgserver.create_database(server))
-        work = Path(tempfile.mkdtemp(prefix="memcore-fleet-"))
-        samples: dict[str, list[int]] = {"sqlite": [], "postgres": []}
-        for r in range(rounds):
-            for kind in ("sqlite", "postgres") if r % 2 == 0 else ("postgres", "sqlite"):
-                progress(f"latency round {r + 1}/{rounds}: {kind}")
-                journal: Any = (
-                    work / f"journal-{r}.sqlite3" if kind == "sqlite" else PostgresJournal(dsn, schema=f"lat_{r}")
-                )
-                samples[kind] += latency(journal, calls)
-        for kind, values in samples.items():
-            values.sort()
-            res.latency.append(
-                Latency(
-                    journal=kind,
-                    calls=len(values),
-                    p50_us=round(percentile(values, 50), 2),
-                    p99_us=round(percentile(values, 99), 2),
-                    max_us=round(values[-1] / 1000, 2),
-                )
-            )
-        sq, pg = res.latency
-        res.latency_ratio_p50 = round(pg.p50_us / sq.p50_us, 3)
-        res.latency_ratio_p99 = round(pg.p99_us / sq.p99_us, 3)
-        for n, processes in enumerate(PROCESSES):
-            for kind in ("sqlite", "postgres") if n % 2 == 0 else ("postgres", "sqlite"):
-                progress(f"throughput: {processes} process(es), {kind} journal")
-                res.throughput.append(throughput(kind, processes, turns, dsn, work))
-        for n, size in enumerate(sizes):
-            progress(f"takeover of {size:,} operations")
-            home = work / f"host-{n}"
-            home.mkdir()
-            res.takeover.append(takeover(dsn, f"takeover_{n}", size, home))
+        with tempfile.TemporaryDirectory(prefix="memcore-fleet-") as tmp:
+            work = Path(tmp)
+            res.latency = measure_latency(dsn, work, calls, rounds, progress)
+            sq, pg = res.latency
+            res.latency_ratio_p50 = round(pg.p50_us / sq.p50_us, 3)
+            res.latency_ratio_p99 = round(pg.p99_us / sq.p99_us, 3)
+            for n, processes in enumerate(PROCESSES):
+                for kind in ("sqlite", "postgres") if n % 2 == 0 else ("postgres", "sqlite"):
+                    progress(f"throughput: {processes} process(es), {kind} journal")
+                    res.throughput.append(throughput(kind, processes, turns, dsn, work))
+            for n, size in enumerate(sizes):
+                progress(f"takeover of {size:,} operations")
+                home = work / f"host-{n}"
+                home.mkdir()
+                res.takeover.append(takeover(dsn, f"takeover_{n}", size, home))
     finally:
         server.remove()
     # A quick run checks correctness; its timings are information (a loaded machine is not a measurement).
