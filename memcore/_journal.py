@@ -112,6 +112,10 @@ class Journal:
         self._fencing = self._lease is not None and callable(getattr(self.store, "renew", None))
         self._held_until = time.monotonic() + self._lease * FENCE_SHARE if self._lease and self._fencing else math.inf
         self.on_lapse: Callable[[Callable[[Sequence[int]], set[int]]], int] | None = None
+        may_deliver = getattr(self.store, "may_deliver", None)
+        self._may_deliver: Callable[[str, str, Session, float, int], bool] | None = (
+            may_deliver if callable(may_deliver) else None
+        )
         self._backends: list[str] = []  # the backend keys this Memory claims for (set by its first claim)
         self.on_orphans: Callable[[], None] | None = None
         self._thread = threading.Thread(target=self._writer, name="memcore-journal", daemon=True)
@@ -121,10 +125,12 @@ class Journal:
 
     def append(
         self, seq: int, backend: str, session: Session, kind: str, payload: Any, *, spilled: bool = False
-    ) -> None:
-        """Buffer one accepted operation. ``spilled`` ones are kept only here, not in memory, until
-        :meth:`read_spilled` loads them back (the pending bound was reached: G8)."""
+    ) -> float:
+        """Buffer one accepted operation; returns the time it was accepted (``time.time()``, as the row keeps it).
+        ``spilled`` ones are kept only here, not in memory, until :meth:`read_spilled` loads them back (the pending
+        bound was reached: G8)."""
         status = "spilled" if spilled else "pending"
+        created = time.time()
         row = (
             self.owner,
             seq,
@@ -133,7 +139,7 @@ class Journal:
             session.parent_id,
             kind,
             payload,
-            time.time(),
+            created,
             status,
             session.user_id,
         )
@@ -141,6 +147,19 @@ class Journal:
             self._inserts[seq] = row
             self._appended += 1
             self._cond.notify()
+        return created
+
+    @property
+    def orders_sessions(self) -> bool:
+        """Whether the store keeps each session to one writer across owners (``may_deliver``)."""
+        return self._may_deliver is not None
+
+    def may_deliver(self, backend: str, session: Session, created: float, loaded: int) -> bool:
+        """Whether this owner may deliver its operation of ``session`` accepted at ``created`` now: no other owner
+        holds an earlier one of that session still undelivered, nor this owner one it took over and has not loaded
+        back yet (its spilled rows above ``loaded``); see :class:`JournalStore`. On a lane worker."""
+        check = self._may_deliver
+        return check is None or bool(check(self.owner, backend, session, created, loaded))
 
     def ack(
         self, seq: int, *, owes: tuple[str, Session] | None = None, settles: tuple[str, Session] | None = None
@@ -452,10 +471,12 @@ class Journal:
         if not self.wait_durable():  # the buffer first: what leaves it meanwhile is on disk when the disk is read
             with self._cond:
                 for batch in (self._writing, self._inserts):
-                    for _, seq, key, sid, parent, kind, payload, _, status, user in batch.values():
+                    for _, seq, key, sid, parent, kind, payload, created, status, user in batch.values():
                         if status == "spilled" and key == backend and seq > after:
                             session = Session(id=sid, parent_id=parent, user_id=user)
-                            found[seq] = Entry(seq=seq, backend=key, session=session, kind=kind, payload=payload)
+                            found[seq] = Entry(
+                                seq=seq, backend=key, session=session, kind=kind, payload=payload, created=created
+                            )
         entries = [e for e in self.store.read_spilled(self.owner, backend, after, limit) if e.seq not in found]
         if found:
             entries = sorted([*entries, *found.values()], key=lambda e: e.seq)[:limit]

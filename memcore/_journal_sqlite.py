@@ -301,7 +301,7 @@ class SQLiteJournal:
         if self._reader is None:
             self._reader = _connect(self.path)
         rows = self._reader.execute(
-            "SELECT seq, backend, session_id, parent_id, kind, payload, user_id, op_key FROM ops "
+            "SELECT seq, backend, session_id, parent_id, kind, payload, user_id, op_key, created FROM ops "
             "WHERE owner = ? AND status = 'spilled' AND backend = ? AND seq > ? ORDER BY seq LIMIT ?",
             (owner, backend, after, limit),
         ).fetchall()
@@ -313,8 +313,9 @@ class SQLiteJournal:
                 kind=k,
                 payload=decode(k, data),
                 key=key,
+                created=created or 0.0,
             )
-            for seq, b, sid, p, k, data, u, key in rows
+            for seq, b, sid, p, k, data, u, key, created in rows
         ]
 
     def close(self, owner: str, timeout: float) -> bool:

@@ -22,6 +22,13 @@ A leased store fences an owner whose lease lapsed (a host stopped or cut off pas
 over): past most of the lease since its last renewal the owner delivers nothing; once renewed, it asks the store's
 optional ``held(owner, seqs) -> set[int]`` (on the writer thread) which of its written rows are still its own, and
 drops the rest from memory, which the other owner delivers. ``held`` must not answer while a claim is half done.
+
+A shared store may also keep each session to one writer across owners, in the order its operations were accepted:
+``may_deliver(owner, backend, session, created, loaded) -> bool`` (called on a lane worker before each operation of a
+session; it must be safe to call from several threads) answers False while another owner has a pending or spilled row of
+that session accepted before ``created``, or this owner a spilled one above ``loaded`` (taken over, not loaded back
+yet); the operation then waits and asks again. Rows it reads back carry ``created`` (:attr:`Entry.created`), so that
+taken-over operations are put in their lanes in the order they were accepted, before later ones this owner accepted.
 """
 
 from __future__ import annotations
@@ -77,6 +84,7 @@ class Entry:
     status: str = "pending"
     last_error: str | None = None
     key: str | None = None  #: the idempotency key it was accepted with, if another owner accepted it
+    created: float = 0.0  #: when it was accepted (``time.time()`` on the host that accepted it; 0: not known)
 
 
 @attrs.frozen(kw_only=True)

@@ -38,6 +38,7 @@ class Op(NamedTuple):
     seq: int  #: its sequence number (journal row)
     key: str | None = None  #: its idempotency key if it was accepted elsewhere (taken over at start); else made of seq
     at: float = 0.0  #: ``time.monotonic()`` when it was accepted, or loaded back from the journal (for gauges)
+    created: float = 0.0  #: ``time.time()`` when it was accepted, as its journal row keeps it (0: no journal)
 
 
 class Lane:
@@ -142,21 +143,23 @@ class Lanes:
         return lane.written > max(lane.committed, lane.commit_covers)
 
     @staticmethod
-    def accept_commit(lane: Lane, seq: int) -> Op:
+    def accept_commit(lane: Lane, seq: int, created: float = 0.0) -> Op:
         lane.commit_covers = lane.written
-        return Op(COMMIT, None, lane.written, seq, None, time.monotonic())
+        return Op(COMMIT, None, lane.written, seq, None, time.monotonic(), created)
 
     @staticmethod
-    def loaded(lane: Lane, kind: str, payload: Any, seq: int, key: str | None = None) -> Op:
+    def loaded(lane: Lane, kind: str, payload: Any, seq: int, key: str | None = None, created: float = 0.0) -> Op:
         """The Op of a spilled operation loaded back from the journal, in order."""
         if kind != COMMIT:
             lane.in_memory += 1
         else:
             lane.spilled_commits -= 1
-        return Op(kind, payload, lane.in_memory, seq, key, time.monotonic())
+        return Op(kind, payload, lane.in_memory, seq, key, time.monotonic(), created)
 
     @staticmethod
-    def replayed(lane: Lane, kind: str, payload: Any, seq: int, key: str | None = None) -> Op | None:
+    def replayed(
+        lane: Lane, kind: str, payload: Any, seq: int, key: str | None = None, created: float = 0.0
+    ) -> Op | None:
         """The Op of an operation left by a process that is gone, loaded back from the journal in order (it counts in
         its lane now, since this process never accepted it); ``None`` for a commit right behind another commit (it
         covers nothing new). A replayed commit otherwise runs even if nothing new is written: the journal says it was
@@ -170,7 +173,31 @@ class Lanes:
             lane.in_memory += 1
             if lane.spilled_commits:  # a commit accepted here runs after it, so it covers it too
                 lane.commit_covers = max(lane.commit_covers, lane.written)
-        return Op(kind, payload, lane.in_memory, seq, key, time.monotonic())
+        return Op(kind, payload, lane.in_memory, seq, key, time.monotonic(), created)
+
+    @staticmethod
+    def insert_in_order(lane: Lane, op: Op) -> bool:
+        """Put ``op`` (taken over from another owner, just counted at the lane's tail) before the queued operations
+        this owner accepted after it (a conversation that moved here from a host that then died), and count the lane
+        again so that each queued commit covers the writes before it. False, and nothing done, when it goes last."""
+        if not op.created or not lane.ops or not lane.ops[-1].created > op.created:
+            return False
+        ops = list(lane.ops)
+        at = next(i for i, queued in enumerate(ops) if queued.created > op.created)
+        ops.insert(at, op)
+        first = ops[0] if at else ops[1]
+        count = first.epoch - (1 if first.kind not in (COMMIT, REWIND, FORGET) else 0)
+        renumbered = []
+        for queued in ops:
+            if queued.kind in (COMMIT, REWIND, FORGET):
+                renumbered.append(queued._replace(epoch=count))
+            else:
+                count += 1
+                renumbered.append(queued._replace(epoch=count))
+        lane.ops = collections.deque(renumbered)
+        covers = [o.epoch for o in renumbered if o.kind == COMMIT]
+        lane.commit_covers = max([lane.committed, *covers]) if covers else lane.commit_covers
+        return True
 
     # -- completion ------------------------------------------------------------------------------------------------
 

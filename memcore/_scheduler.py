@@ -102,6 +102,7 @@ class Scheduler:
         self._seq = itertools.count(1)
         self._waiters = 0
         self._counts = collections.Counter[str]()
+        self._next_turn_log = 0.0  # a session-order check that failed is logged at most every WARN_EVERY seconds
         self._accepted = [0] * len(backends)  # operations accepted per backend (gauges)
         self._failures: collections.deque[Failure] = collections.deque(maxlen=FAILURES_KEPT)
         self._observers = observers
@@ -167,14 +168,13 @@ class Scheduler:
                 spill = journal is not None and bound.must_spill(backend.index, len(pieces))
                 for piece in pieces:
                     seq = next(self._seq)
-                    if journal is not None:
-                        journal.append(seq, backend.key, session, kind, piece, spilled=spill)
+                    created = journal.append(seq, backend.key, session, kind, piece, spilled=spill) if journal else 0.0
                     lane.written += 1
                     if spill:
                         self._spill(backend.index, seq)
                     else:
                         lane.in_memory = lane.written
-                        self._append(lane, Op(kind, piece, lane.written, seq, None, now))
+                        self._append(lane, Op(kind, piece, lane.written, seq, None, now, created))
                 if backend.commits and (self._after_turns is not None or self._after_idle is not None):
                     self._commit_policies(lane)
 
@@ -237,9 +237,10 @@ class Scheduler:
         self._accepted[i] += 1
         seq = next(self._seq)
         spill = self._journal is not None and self._bound.must_spill(i)  # behind spilled writes: spilled too
+        created = 0.0
         if self._journal is not None:
-            self._journal.append(seq, lane.backend.key, lane.session, COMMIT, None, spilled=spill)
-        op = Lanes.accept_commit(lane, seq)
+            created = self._journal.append(seq, lane.backend.key, lane.session, COMMIT, None, spilled=spill)
+        op = Lanes.accept_commit(lane, seq, created)
         if spill:
             lane.spilled_commits += 1
             self._spill(i, seq)
@@ -430,13 +431,17 @@ class Scheduler:
                     continue
                 lane = self._lanes.get(backend, entry.session)
                 if entry.seq <= bound.replayed_up_to[i]:
-                    op = Lanes.replayed(lane, entry.kind, entry.payload, entry.seq, entry.key)
+                    op = Lanes.replayed(lane, entry.kind, entry.payload, entry.seq, entry.key, entry.created)
                     replayed.append(entry)
                     if op is None:
                         self._journal.ack(entry.seq)  # a second commit in a row covers nothing new
                         continue
+                    if self._journal.orders_sessions and Lanes.insert_in_order(lane, op):
+                        lane.added += 1
+                        bound.held(i)
+                        continue
                 else:
-                    op = Lanes.loaded(lane, entry.kind, entry.payload, entry.seq, entry.key)
+                    op = Lanes.loaded(lane, entry.kind, entry.payload, entry.seq, entry.key, entry.created)
                 self._append(lane, op)
             if not entries and bound.spilled[i]:
                 log.error("memcore: %d spilled operations of %s were not found in the journal", bound.spilled[i], i)
@@ -521,6 +526,8 @@ class Scheduler:
         journal = self._journal
         if journal is not None and journal.fenced:
             self._fence(lane, op, journal)
+            return
+        if journal is not None and op.created and journal.orders_sessions and not self._my_turn(lane, op, journal):
             return
         if op.kind == FORGET:
             error, kept = self._execute_forget(lane)
@@ -626,14 +633,47 @@ class Scheduler:
         may be taking ``op`` over, so it is put back untried, and looked at again after :data:`FENCE_POLL`, once the
         journal renewed the lease and :meth:`disown` dropped what was taken over."""
         journal.renew_soon()
+        self._put_back(lane, op)
+
+    def _put_back(self, lane: Lane, op: Op) -> None:
+        """``op`` was not tried: back at the head of its lane, to run after :data:`FENCE_POLL` (not an attempt: its
+        retry deadline does not run). Closing: it stays pending, in the journal."""
         with self._lock:
             lane.ops.appendleft(op)
             self._pool.call_ended(lane)
             stopping = self._stopping
-            if not stopping:  # closing: it stays pending, in the journal
+            if not stopping:
                 self._pool.backoff(lane, self._clock() + FENCE_POLL, op.seq)
         if stopping:
             self._quiet()
+
+    def _my_turn(self, lane: Lane, op: Op, journal: Journal) -> bool:
+        """A journal several hosts share keeps each session to one writer: while another host holds an earlier
+        operation of ``lane``'s session still undelivered (the conversation moved here from it), ``op`` is put back
+        untried and asked about again after :data:`FENCE_POLL`. False then. A check that fails (the database cannot
+        be reached) waits the same way: the order cannot be shown."""
+        try:
+            with self._lock:
+                loaded = self._bound.loaded_up_to[lane.backend.index]
+            free = journal.may_deliver(lane.backend.key, lane.session, op.created, loaded)
+        except Exception as exc:
+            now = time.monotonic()
+            if now >= self._next_turn_log:
+                self._next_turn_log = now + WARN_EVERY
+                log.error(
+                    "memcore: whether another host still writes session %r could not be checked in %s: %s: %s "
+                    "(its operations wait; logged at most every %g s)",
+                    lane.session.id,
+                    journal.name,
+                    type(exc).__name__,
+                    exc,
+                    WARN_EVERY,
+                )
+            free = False
+        if free:
+            return True
+        self._put_back(lane, op)
+        return False
 
     def disown(self, still_held: Callable[[Sequence[int]], set[int]]) -> int:
         """After this owner's lease on a shared journal lapsed: drop from memory the queued operations that another

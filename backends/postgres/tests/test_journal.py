@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -93,7 +94,9 @@ def test_operations_left_at_close_are_replayed_by_the_next_memory(
         lc.end()
     report = a.close(timeout=0.3)
     assert report.pending > 0 and rows(db, schema, "ops") == report.journaled
-    assert rows(db, schema, "owners") == 0  # closed: what it left is anyone's
+    # Closed: what it left is anyone's, at once, or, if a call (or a check of the session order) was in flight at
+    # the deadline, once it returned.
+    until(lambda: rows(db, schema, "owners") == 0)
 
     rec = Recording()
     b = memcore.Memory(backends=[rec], journal=PostgresJournal(dsn, schema=schema))
@@ -290,6 +293,186 @@ def test_a_host_stopped_past_its_lease_delivers_nothing_the_other_took_over(
             a.wait(WAIT)
         assert b.close(timeout=WAIT).ok
     assert rows(db, schema, "ops") == 0
+
+
+class Logged:
+    """The service both hosts deliver to: one file that every delivery appends a line to (``host kind session
+    contents``), so the order across processes is the order of the lines."""
+
+    name = "log"
+
+    def __init__(self, path: Path, host: str) -> None:
+        self.path, self.host = path, host
+
+    def _line(self, kind: str, session: memcore.Session, contents: str) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(f"{self.host} {kind} {session.id} {contents}\n")
+
+    @memcore.hookimpl
+    def memcore_write(self, session: memcore.Session, messages: Sequence[memcore.Message]) -> None:
+        self._line("write", session, "|".join(m.content for m in messages))
+
+    @memcore.hookimpl
+    def memcore_commit(self, session: memcore.Session) -> None:
+        self._line("commit", session, "-")
+
+    def lines(self) -> list[str]:
+        return self.path.read_text(encoding="utf-8").splitlines() if self.path.exists() else []
+
+
+class Watched(PostgresJournal):
+    """PostgresJournal that counts the times it told a delivery to wait for another host (test instrumentation)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.refused = 0
+        self.waited = threading.Event()
+
+    def may_deliver(self, owner: str, backend: str, session: memcore.Session, created: float, loaded: int) -> bool:
+        free = super().may_deliver(owner, backend, session, created, loaded)
+        if not free:
+            self.refused += 1
+            if self.refused >= 2:
+                self.waited.set()
+        return free
+
+
+HANDED_OVER = """
+import sys, threading
+import memcore
+from memcore_postgres import PostgresJournal
+
+class Held:
+    \"\"\"The same service as the parent's (a line per delivery in one file); A's first write is held in flight until
+    the parent says so, as on a slow link.\"\"\"
+    name = "log"
+    def __init__(self, path):
+        self.path, self.entered, self.release = path, threading.Event(), threading.Event()
+    def _line(self, kind, session, contents):
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(f"A {kind} {session.id} {contents}\\n")
+    @memcore.hookimpl
+    def memcore_write(self, session, messages):
+        self.entered.set()
+        assert self.release.wait(120)
+        self._line("write", session, "|".join(m.content for m in messages))
+    @memcore.hookimpl
+    def memcore_commit(self, session):
+        self._line("commit", session, "-")
+
+dsn, schema, lease, path = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
+backend = Held(path)
+memory = memcore.Memory(backends=[backend], journal=PostgresJournal(dsn, schema=schema, lease=lease), stall_after=None)
+memory.lifecycle("c").sync_turn("c q0", "c a0")
+assert backend.entered.wait(60) and memory._journal.wait_durable(timeout=60)
+print("ready", flush=True)
+sys.stdin.readline()
+backend.release.set()
+print(memory.close(timeout=60).ok, flush=True)
+"""
+
+
+def test_a_conversation_handed_to_another_host_keeps_its_order_and_is_committed_after_its_writes(
+    dsn: str, schema: str, child_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A conversation moves from host A to host B between two turns while A's write of the first is still in flight
+    (a slow link): B accepts the second turn and the end of the session at once, but delivers neither until A's write
+    has returned (it asks the database before each operation), then delivers the turn and commits after both."""
+    log = Logged(tmp_path / "service.log", "B")
+    store = Watched(dsn, schema=schema, lease=5.0)
+    b = memcore.Memory(backends=[log], journal=store)
+    a = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(HANDED_OVER), dsn, schema, "5.0", str(log.path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=child_env,
+        text=True,
+    )
+    try:
+        assert a.stdout is not None and a.stdin is not None and a.stdout.readline().strip() == "ready"
+        lc = b.lifecycle("c")  # the next turn of the conversation reaches host B
+        lc.sync_turn("c q1", "c a1")
+        lc.end()
+        assert store.waited.wait(WAIT), "B was never told to wait for A"
+        assert log.lines() == []  # A's write is in flight: B has sent nothing, committed nothing
+        a.stdin.write("release\n")
+        a.stdin.flush()
+        until(lambda: any(line.startswith("B commit c") for line in log.lines()))
+        assert not b.flush(timeout=WAIT).timed_out
+        out, _ = a.communicate(timeout=WAIT)
+        assert a.returncode == 0 and out.strip() == "True", out
+        lines = log.lines()
+        assert lines[:3] == ["A write c c q0|c a0", "B write c c q1|c a1", "B commit c -"], lines
+        assert lines[3:] in ([], ["A commit c -"]), lines  # A's close may commit its side of it too, afterwards
+    finally:
+        if a.poll() is None:
+            a.kill()
+            a.wait(WAIT)
+        assert b.close(timeout=WAIT).ok
+
+
+DIES_HOLDING = """
+import sys, time
+import memcore
+from memcore_postgres import PostgresJournal
+
+class Down:
+    name = "log"
+    @memcore.hookimpl
+    def memcore_write(self, session, messages):
+        raise memcore.TransientError("down")
+    @memcore.hookimpl
+    def memcore_commit(self, session):
+        raise memcore.TransientError("down")
+
+dsn, schema, lease = sys.argv[1], sys.argv[2], float(sys.argv[3])
+memory = memcore.Memory(backends=[Down()], journal=PostgresJournal(dsn, schema=schema, lease=lease), stall_after=None)
+memory.lifecycle("c").sync_turn("c q0", "c a0")
+memory.lifecycle("c").sync_turn("c q1", "c a1")
+assert memory._journal.wait_durable(timeout=60)
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_conversation_whose_first_host_dies_is_delivered_in_the_order_it_was_accepted(
+    dsn: str, schema: str, child_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Host A accepts two turns and cannot deliver them; the conversation moves to B, which accepts the third turn
+    and the end, and waits; A is SIGKILLed; B takes A's turns over and puts them before its own: the service gets
+    the three turns in the order they were accepted, then one commit."""
+    log = Logged(tmp_path / "service.log", "B")
+    store = Watched(dsn, schema=schema, lease=1.0)
+    b = memcore.Memory(backends=[log], journal=store)
+    a = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(DIES_HOLDING), dsn, schema, "1.0"],
+        stdout=subprocess.PIPE,
+        env=child_env,
+        text=True,
+    )
+    try:
+        assert a.stdout is not None and a.stdout.readline().strip() == "ready"
+        lc = b.lifecycle("c")
+        lc.sync_turn("c q2", "c a2")
+        lc.end()
+        assert store.waited.wait(WAIT), "B was never told to wait for A"
+        assert log.lines() == []
+        a.send_signal(signal.SIGKILL)
+        a.wait(WAIT)
+        until(lambda: any(line.startswith("B commit c") for line in log.lines()))
+        report = b.flush(timeout=WAIT)
+        assert not report.timed_out and report.failed == 0, report
+        assert log.lines() == [
+            "B write c c q0|c a0",
+            "B write c c q1|c a1",
+            "B write c c q2|c a2",
+            "B commit c -",
+        ]
+    finally:
+        if a.poll() is None:
+            a.kill()
+            a.wait(WAIT)
+        assert b.close(timeout=WAIT).ok
 
 
 def test_a_host_that_outlived_its_lease_registers_again(

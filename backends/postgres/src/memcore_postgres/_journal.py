@@ -22,6 +22,7 @@ import logging
 import math
 import os
 import socket
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -69,6 +70,7 @@ CREATE TABLE IF NOT EXISTS {schema}.ops (
     PRIMARY KEY (owner, seq)
 );
 CREATE INDEX IF NOT EXISTS ops_by_backend ON {schema}.ops (backend, status);
+CREATE INDEX IF NOT EXISTS ops_by_session ON {schema}.ops (backend, session_id);
 CREATE TABLE IF NOT EXISTS {schema}.debts (
     owner text COLLATE "C" NOT NULL,
     backend text COLLATE "C" NOT NULL,
@@ -128,6 +130,9 @@ class PostgresJournal:
         self._lock_key = (_LOCK_CLASS << 32) ^ (hash_name(schema) & 0xFFFFFFFF)
         self._db: psycopg.Connection[Any] | None = None
         self._reader: psycopg.Connection[Any] | None = None
+        self._checkers = threading.local()  # may_deliver: a connection per lane worker, opened on its first check
+        self._checking: list[psycopg.Connection[Any]] = []
+        self._checking_lock = threading.Lock()
         self._owner: str | None = None
         self._sync = False
         self._ready = False  # the schema exists (register made it)
@@ -385,7 +390,7 @@ class PostgresJournal:
             self._reader = self._connect()
         rows = self._reader.execute(
             self._sql(
-                "SELECT seq, backend, session_id, parent_id, kind, payload, user_id, op_key FROM {schema}.ops "
+                "SELECT seq, backend, session_id, parent_id, kind, payload, user_id, op_key, created FROM {schema}.ops "
                 "WHERE owner = %s AND status = 'spilled' AND backend = %s AND seq > %s ORDER BY seq LIMIT %s"
             ),
             (owner, backend, after, limit),
@@ -398,15 +403,37 @@ class PostgresJournal:
                 kind=k,
                 payload=decode(k, data),
                 key=key,
+                created=created,
             )
-            for seq, b, sid, p, k, data, u, key in rows
+            for seq, b, sid, p, k, data, u, key, created in rows
         ]
+
+    def may_deliver(self, owner: str, backend: str, session: memcore.Session, created: float, loaded: int) -> bool:
+        """One writer per session across hosts: False while another owner has a row of ``session`` accepted before
+        ``created`` still undelivered (the conversation moved here from that host), or this owner a spilled one above
+        ``loaded`` (taken over, not in memory yet). One indexed query, on the calling worker's own connection."""
+        db: psycopg.Connection[Any] | None = getattr(self._checkers, "db", None)
+        if db is None or db.closed or db.broken:
+            db = self._checkers.db = self._connect()
+            with self._checking_lock:
+                self._checking.append(db)
+        row = db.execute(
+            self._sql(
+                "SELECT EXISTS (SELECT 1 FROM {schema}.ops WHERE backend = %(b)s AND session_id = %(s)s "
+                "AND user_id IS NOT DISTINCT FROM %(u)s AND created < %(c)s AND status IN ('pending', 'spilled') "
+                "AND (owner <> %(o)s OR (status = 'spilled' AND seq > %(l)s)))"
+            ),
+            {"b": backend, "s": session.id, "u": session.user_id, "c": created, "o": owner, "l": loaded},
+        ).fetchone()
+        return not (row and row[0])
 
     def close(self, owner: str, timeout: float) -> bool:
         try:
             self._writer().execute(self._sql("DELETE FROM {schema}.owners WHERE owner = %s"), (owner,))
         finally:
-            for db in (self._db, self._reader):
+            with self._checking_lock:
+                checking, self._checking = self._checking, []
+            for db in (self._db, self._reader, *checking):
                 if db is not None:
                     with contextlib.suppress(Exception):
                         db.close()
