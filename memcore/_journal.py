@@ -112,9 +112,9 @@ class Journal:
         self._fencing = self._lease is not None and callable(getattr(self.store, "renew", None))
         self._held_until = time.monotonic() + self._lease * FENCE_SHARE if self._lease and self._fencing else math.inf
         self.on_lapse: Callable[[Callable[[Sequence[int]], set[int]]], int] | None = None
-        may_deliver = getattr(self.store, "may_deliver", None)
-        self._may_deliver: Callable[[str, str, Session, float, int], bool] | None = (
-            may_deliver if callable(may_deliver) else None
+        waits_for = getattr(self.store, "waits_for", None)
+        self._waits_for: Callable[[str, str, Session, int], float | None] | None = (
+            waits_for if callable(waits_for) else None
         )
         self._backends: list[str] = []  # the backend keys this Memory claims for (set by its first claim)
         self.on_orphans: Callable[[], None] | None = None
@@ -151,15 +151,16 @@ class Journal:
 
     @property
     def orders_sessions(self) -> bool:
-        """Whether the store keeps each session to one writer across owners (``may_deliver``)."""
-        return self._may_deliver is not None
+        """Whether the store keeps each session to one writer across owners (``waits_for``)."""
+        return self._waits_for is not None
 
-    def may_deliver(self, backend: str, session: Session, created: float, loaded: int) -> bool:
-        """Whether this owner may deliver its operation of ``session`` accepted at ``created`` now: no other owner
-        holds an earlier one of that session still undelivered, nor this owner one it took over and has not loaded
-        back yet (its spilled rows above ``loaded``); see :class:`JournalStore`. On a lane worker."""
-        check = self._may_deliver
-        return check is None or bool(check(self.owner, backend, session, created, loaded))
+    def waits_for(self, backend: str, session: Session, loaded: int) -> float:
+        """The acceptance time of the earliest undelivered operation of ``session`` that this owner must let go
+        first (another owner's, or one it took over and has not loaded back yet: its spilled rows above ``loaded``);
+        infinity if none (see :class:`JournalStore`). On a lane worker."""
+        check = self._waits_for
+        found = None if check is None else check(self.owner, backend, session, loaded)
+        return math.inf if found is None else float(found)
 
     def ack(
         self, seq: int, *, owes: tuple[str, Session] | None = None, settles: tuple[str, Session] | None = None

@@ -24,11 +24,13 @@ optional ``held(owner, seqs) -> set[int]`` (on the writer thread) which of its w
 drops the rest from memory, which the other owner delivers. ``held`` must not answer while a claim is half done.
 
 A shared store may also keep each session to one writer across owners, in the order its operations were accepted:
-``may_deliver(owner, backend, session, created, loaded) -> bool`` (called on a lane worker before each operation of a
-session; it must be safe to call from several threads) answers False while another owner has a pending or spilled row of
-that session accepted before ``created``, or this owner a spilled one above ``loaded`` (taken over, not loaded back
-yet); the operation then waits and asks again. Rows it reads back carry ``created`` (:attr:`Entry.created`), so that
-taken-over operations are put in their lanes in the order they were accepted, before later ones this owner accepted.
+``waits_for(owner, backend, session, loaded) -> float | None`` (called on a lane worker; it must be safe to call from
+several threads) answers the acceptance time (``created``) of the earliest undelivered row of that session that this
+owner must let go first: another owner's pending or spilled row, or this owner's spilled row above ``loaded`` (taken
+over, not loaded back yet); None if there is none. An operation accepted after that time waits and asks again; the
+answer also clears, without asking again, this owner's operations of the session accepted before it and before the
+question. Rows it reads back carry ``created`` (:attr:`Entry.created`), so that taken-over operations are put in their
+lanes in the order they were accepted, before later ones this owner accepted.
 """
 
 from __future__ import annotations

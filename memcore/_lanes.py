@@ -49,6 +49,7 @@ class Lane:
         "added",
         "attempts",
         "backend",
+        "clear_until",
         "commit_covers",
         "committed",
         "finished",
@@ -90,6 +91,9 @@ class Lane:
         self.attempts = 0
         self.first_try = 0.0
         self.flying: float | None = None  # the accept time of the op in flight (gauges), None when none is
+        # A journal several hosts share: operations accepted (wall time) before this need not ask whether another
+        # host still holds an earlier one of the session. Only the worker holding the lane's op touches it.
+        self.clear_until = 0.0
 
     @property
     def dirty(self) -> bool:

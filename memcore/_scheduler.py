@@ -46,6 +46,9 @@ _ARG = {WRITE: "messages", NOTE: "note"}
 _DONE = {COMMIT: "committed", FORGET: "forgotten", REWIND: "rewound"}
 #: How many final failures a Report keeps (the count in ``Report.failed`` is exact).
 FAILURES_KEPT = 100
+#: An answer to "must this lane wait for another host?" also clears the lane's operations accepted this many seconds
+#: before it was asked: another host's row accepted before then is on the database by then (its group commit).
+ORDER_MARGIN = 0.1
 FENCE_POLL = 0.05  #: seconds between two looks at a fenced journal (its lease not provably held) before a delivery
 #: A backend's failures are logged as warnings at most once per this many seconds (the Report counts every one).
 WARN_EVERY = 30.0
@@ -651,11 +654,16 @@ class Scheduler:
         """A journal several hosts share keeps each session to one writer: while another host holds an earlier
         operation of ``lane``'s session still undelivered (the conversation moved here from it), ``op`` is put back
         untried and asked about again after :data:`FENCE_POLL`. False then. A check that fails (the database cannot
-        be reached) waits the same way: the order cannot be shown."""
+        be reached) waits the same way: the order cannot be shown. An answer that lets ``op`` go also lets go, without
+        asking again, the lane's operations accepted before both the earliest operation it must wait for and the
+        question (less :data:`ORDER_MARGIN`): another host's later turn is accepted after them."""
+        if op.created < lane.clear_until:
+            return True
+        asked = time.time()
         try:
             with self._lock:
                 loaded = self._bound.loaded_up_to[lane.backend.index]
-            free = journal.may_deliver(lane.backend.key, lane.session, op.created, loaded)
+            earliest = journal.waits_for(lane.backend.key, lane.session, loaded)
         except Exception as exc:
             now = time.monotonic()
             if now >= self._next_turn_log:
@@ -669,8 +677,9 @@ class Scheduler:
                     exc,
                     WARN_EVERY,
                 )
-            free = False
-        if free:
+            earliest = -math.inf
+        if op.created <= earliest:
+            lane.clear_until = min(earliest, asked - ORDER_MARGIN)
             return True
         self._put_back(lane, op)
         return False

@@ -321,20 +321,20 @@ class Logged:
 
 
 class Watched(PostgresJournal):
-    """PostgresJournal that counts the times it told a delivery to wait for another host (test instrumentation)."""
+    """PostgresJournal that counts the answers that named an undelivered row to wait for (test instrumentation)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.refused = 0
         self.waited = threading.Event()
 
-    def may_deliver(self, owner: str, backend: str, session: memcore.Session, created: float, loaded: int) -> bool:
-        free = super().may_deliver(owner, backend, session, created, loaded)
-        if not free:
+    def waits_for(self, owner: str, backend: str, session: memcore.Session, loaded: int) -> float | None:
+        earliest = super().waits_for(owner, backend, session, loaded)
+        if earliest is not None:  # an undelivered row another host accepted (these tests spill nothing)
             self.refused += 1
             if self.refused >= 2:
                 self.waited.set()
-        return free
+        return earliest
 
 
 HANDED_OVER = """

@@ -408,10 +408,11 @@ class PostgresJournal:
             for seq, b, sid, p, k, data, u, key, created in rows
         ]
 
-    def may_deliver(self, owner: str, backend: str, session: memcore.Session, created: float, loaded: int) -> bool:
-        """One writer per session across hosts: False while another owner has a row of ``session`` accepted before
-        ``created`` still undelivered (the conversation moved here from that host), or this owner a spilled one above
-        ``loaded`` (taken over, not in memory yet). One indexed query, on the calling worker's own connection."""
+    def waits_for(self, owner: str, backend: str, session: memcore.Session, loaded: int) -> float | None:
+        """One writer per session across hosts: the acceptance time of the earliest row of ``session`` still
+        undelivered that ``owner`` must let go first (another owner's: the conversation moved here from that host; or
+        its own spilled one above ``loaded``: taken over, not in memory yet); None if none. One indexed query, on the
+        calling worker's own connection."""
         db: psycopg.Connection[Any] | None = getattr(self._checkers, "db", None)
         if db is None or db.closed or db.broken:
             db = self._checkers.db = self._connect()
@@ -419,13 +420,13 @@ class PostgresJournal:
                 self._checking.append(db)
         row = db.execute(
             self._sql(
-                "SELECT EXISTS (SELECT 1 FROM {schema}.ops WHERE backend = %(b)s AND session_id = %(s)s "
-                "AND user_id IS NOT DISTINCT FROM %(u)s AND created < %(c)s AND status IN ('pending', 'spilled') "
-                "AND (owner <> %(o)s OR (status = 'spilled' AND seq > %(l)s)))"
+                "SELECT min(created) FROM {schema}.ops WHERE backend = %(b)s AND session_id = %(s)s "
+                "AND user_id IS NOT DISTINCT FROM %(u)s AND status IN ('pending', 'spilled') "
+                "AND (owner <> %(o)s OR (status = 'spilled' AND seq > %(l)s))"
             ),
-            {"b": backend, "s": session.id, "u": session.user_id, "c": created, "o": owner, "l": loaded},
+            {"b": backend, "s": session.id, "u": session.user_id, "o": owner, "l": loaded},
         ).fetchone()
-        return not (row and row[0])
+        return None if row is None or row[0] is None else float(row[0])
 
     def close(self, owner: str, timeout: float) -> bool:
         try:
