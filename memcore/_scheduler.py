@@ -282,14 +282,15 @@ class Scheduler:
             for backend in backends:
                 seq = next(self._seq)
                 spill = journal is not None and self._bound.must_spill(backend.index)
+                created = 0.0
                 if journal is not None:  # the turns to undo in all; the ones dropped at entry are not sent
-                    journal.append(seq, backend.key, session, REWIND, turns, spilled=spill)
+                    created = journal.append(seq, backend.key, session, REWIND, turns, spilled=spill)
                 if spill:  # the latest turns are spilled too: they are in memory when the rewind is loaded
                     self._spill(backend.index, seq)
                 else:
-                    self._enter_rewind(backend, session, seq, turns)
+                    self._enter_rewind(backend, session, seq, turns, created)
 
-    def _enter_rewind(self, backend: Backend, session: Session, seq: int, turns: int) -> None:
+    def _enter_rewind(self, backend: Backend, session: Session, seq: int, turns: int, created: float = 0.0) -> None:
         """(Under the lock.) Drop what of the last ``turns`` turns is queued, and queue a rewind of the rest for a
         backend that can remove them."""
         lane = self._lanes.get(backend, session)
@@ -300,7 +301,7 @@ class Scheduler:
         left = turns - len(dropped)
         if left > 0 and "rewind" in backend.capabilities:
             self._accepted[backend.index] += 1
-            self._append(lane, Op(REWIND, left, lane.written, seq, None, time.monotonic()))
+            self._append(lane, Op(REWIND, left, lane.written, seq, None, time.monotonic(), created))
         else:
             self._journal_ack(seq)
             if not lane.ops and not lane.scheduled:
@@ -321,16 +322,17 @@ class Scheduler:
             for backend in backends:
                 seq = next(self._seq)
                 spill = journal is not None and self._bound.must_spill(backend.index)
+                created = 0.0
                 if journal is not None:
-                    journal.append(seq, backend.key, session, FORGET, None, spilled=spill)
+                    created = journal.append(seq, backend.key, session, FORGET, None, spilled=spill)
                 self._forgets[seq] = handle
                 if spill:  # behind what is spilled of that backend: it is dropped when the forget is loaded
                     self._spill(backend.index, seq)
                 else:
-                    self._enter_forget(backend, session, seq)
+                    self._enter_forget(backend, session, seq, created)
         return handle
 
-    def _enter_forget(self, backend: Backend, session: Session, seq: int) -> None:
+    def _enter_forget(self, backend: Backend, session: Session, seq: int, created: float = 0.0) -> None:
         """(Under the lock.) Put a forget in its lane, dropping what of its scope is queued, as it enters memory
         (accepted, loaded back from a spill, or taken over at start)."""
         user = session.user_id
@@ -357,7 +359,7 @@ class Scheduler:
                     handle.dropped += 1
         lane = self._lanes.get(backend, session)  # for a user: the forget lane
         self._accepted[lane.backend.index] += 1
-        op = Op(FORGET, None, lane.written, seq, None, time.monotonic())
+        op = Op(FORGET, None, lane.written, seq, None, time.monotonic(), created if session.id else 0.0)
         if session.id:
             self._append(lane, op)
             return
@@ -425,10 +427,10 @@ class Scheduler:
             for entry in entries:
                 bound.loaded(i, entry.seq)
                 if entry.kind == REWIND:
-                    self._enter_rewind(backend, entry.session, entry.seq, entry.payload)
+                    self._enter_rewind(backend, entry.session, entry.seq, entry.payload, entry.created)
                     continue
                 if entry.kind == FORGET:
-                    self._enter_forget(backend, entry.session, entry.seq)
+                    self._enter_forget(backend, entry.session, entry.seq, entry.created)
                     if entry.seq <= bound.replayed_up_to[i]:
                         replayed.append(entry)
                     continue
