@@ -18,7 +18,7 @@ import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-DIM = 64
+DIM = 256  # wide enough that two words rarely share a dimension: a token query finds its own note first
 MODEL = "fake-model"
 LOG = None
 

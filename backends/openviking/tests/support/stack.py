@@ -77,7 +77,7 @@ def start(work: Path, server: str, deadline: float = 60.0, auth_mode: str = "tru
         "server": {"host": "127.0.0.1", "port": ov_port, "root_api_key": ROOT_KEY, "auth_mode": auth_mode},
         "storage": {"workspace": str(work / "data")},
         "log": {"level": "WARNING", "output": str(work / "ov.log")},
-        "embedding": {"dense": {**provider, "model": "fake-embed", "dimension": 64}},
+        "embedding": {"dense": {**provider, "model": "fake-embed", "dimension": 256}},
         "vlm": {**provider, "model": "fake-model", "temperature": 0.0, "max_retries": 0},
     }
     config = work / "ov.conf"
