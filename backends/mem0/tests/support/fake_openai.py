@@ -19,7 +19,7 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-DIM = 256
+DIM = 2048  # wide: a word rarely shares a place with another, so a one-word query ranks its own text first
 HASHES = 4
 MODEL = "fake-model"
 FACT_PREFIX = "Remembered: "
