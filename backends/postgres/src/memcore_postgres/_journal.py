@@ -130,7 +130,7 @@ class PostgresJournal:
         self._lock_key = (_LOCK_CLASS << 32) ^ (hash_name(schema) & 0xFFFFFFFF)
         self._db: psycopg.Connection[Any] | None = None
         self._reader: psycopg.Connection[Any] | None = None
-        self._checkers = threading.local()  # may_deliver: a connection per lane worker, opened on its first check
+        self._checkers = threading.local()  # waits_for: a connection per lane worker, opened on its first check
         self._checking: list[psycopg.Connection[Any]] = []
         self._checking_lock = threading.Lock()
         self._owner: str | None = None
