@@ -62,6 +62,11 @@ _Row = Row  # buffered: owner, seq, backend, session, parent, kind, payload, cre
 _RETRY_FIRST = 0.01  # after a failed write, the writer waits this long before the next attempt, doubling ...
 _RETRY_MAX = 0.5  # ... up to this (durability="sync" calls wait for the next attempt's outcome)
 _LOG_EVERY = 30.0  # write failures are logged at most this often
+#: Acknowledgements and commit debts wait for company: written with the next insert, or once ACK_BATCH are waiting
+#: or the oldest waited ACK_DELAY seconds (or at close), not one transaction each. A crash in between replays a
+#: delivered operation with its idempotency key, and its session's debt with it (they are written together).
+ACK_BATCH = 1000
+ACK_DELAY = 0.005
 #: A leased store: the share of the lease after the start of the store call that renewed it during which this owner
 #: takes the lease for held (the rest is slack for the two clocks' drift). Past it, deliveries wait (fencing).
 FENCE_SHARE = 0.8
@@ -82,6 +87,7 @@ class Journal:
         self._cond = threading.Condition(threading.Lock())
         self._inserts: dict[int, tuple[Any, ...]] = {}
         self._acks: list[int] = []
+        self._acks_since: float | None = None  # when the oldest acknowledgement or debt not yet written came
         self._fails: list[tuple[str, int]] = []
         # Commit debts to write: (backend key, session id) -> the session, when its delivered writes owe a commit, or
         # None when a commit (or a final failure of one) settled them. The last word on a session wins.
@@ -171,18 +177,29 @@ class Journal:
         with self._cond:
             if self._inserts.pop(seq, None) is None:
                 self._acks.append(seq)
+            elif self._durable < self._appended:
+                self._cond.notify()  # an insert acknowledged before it was written: wait_durable learns it settled
             if owes is not None:
                 self._debt((owes[0], owes[1].user_id, owes[1].id), owes[1])
             elif settles is not None:
                 self._debt((settles[0], settles[1].user_id, settles[1].id), None)
-            self._cond.notify()  # either way the writer has news (an insert acknowledged before it was written too)
+            self._ack_news()
+
+    def _ack_news(self) -> None:
+        """(Under the lock.) An acknowledgement or debt came: the writer learns when the first of a batch came (to
+        wait at most ACK_DELAY from it), and when a batch is full."""
+        if self._acks_since is None:
+            self._acks_since = time.monotonic()
+            self._cond.notify()
+        elif len(self._acks) >= ACK_BATCH:
+            self._cond.notify()
 
     def settle(self, backend: str, session: Session) -> None:
         """A commit of (``backend``, ``session``) failed for good, or the session was forgotten: it owes nothing more
         (see :meth:`ack`)."""
         with self._cond:
             self._debt((backend, session.user_id, session.id), None)
-            self._cond.notify()
+            self._ack_news()
 
     def erase_failed(self, backend: str, user_id: str | None, session_id: str | None) -> None:
         """A forget of that scope finished: its failed rows (of any owner) leave the journal too, so that nothing of
@@ -261,13 +278,15 @@ class Journal:
                 while not self._has_work():
                     if self._stopping:
                         return
+                    now = time.monotonic()
+                    acks_due = self._acks_since + ACK_DELAY - now if self._acks_since is not None else None
                     if self._renew_every is None:
-                        self._cond.wait()
+                        self._cond.wait(acks_due)
                         continue
-                    left = self._renew_at - time.monotonic()
+                    left = self._renew_at - now
                     if left <= 0:
                         break
-                    self._cond.wait(left)
+                    self._cond.wait(left if acks_due is None else min(left, acks_due))
                 renew = not self._has_work()
             if renew:  # idle: the lease is renewed on its own (a written batch renews it too)
                 self._renew()
@@ -280,6 +299,7 @@ class Journal:
                 last = self._stopping  # an attempt that fails while closing is the last one
                 inserts, acks, fails, debts = self._inserts, self._acks, self._fails, self._debts
                 self._inserts, self._acks, self._fails, self._debts = {}, [], [], {}
+                self._acks_since = None
                 erasures, self._erasures = self._erasures, []
                 self._writing = inserts
                 generation, floor = self._appended, self._durable
@@ -294,6 +314,8 @@ class Journal:
                     self._inserts = {**inserts, **self._inserts}
                     self._acks, self._fails = acks + self._acks, fails + self._fails
                     self._debts = {**debts, **self._debts}  # what came meanwhile is newer
+                    if acks or debts:
+                        self._acks_since = min(self._acks_since or began, began)
                     self._erasures = erasures + self._erasures
                     self._writing = {}
                     self._failures += 1
@@ -347,13 +369,14 @@ class Journal:
     def _has_work(self) -> bool:
         """(Under the lock.) Rows to write, or appends acknowledged before they were written (nothing to write, but
         wait_durable must still learn that they are settled)."""
-        return bool(
-            self._inserts
-            or self._acks
-            or self._fails
-            or self._debts
-            or self._erasures
-            or self._durable < self._appended
+        if self._inserts or self._fails or self._erasures or self._durable < self._appended:
+            return True
+        if not (self._acks or self._debts):
+            return False
+        return (
+            self._stopping
+            or len(self._acks) >= ACK_BATCH
+            or (self._acks_since is not None and time.monotonic() >= self._acks_since + ACK_DELAY)
         )
 
     def _renew(self) -> None:

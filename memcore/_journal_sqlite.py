@@ -8,6 +8,7 @@ journal, or one from a newer memcore, is moved aside and a new one started, neve
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -17,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ._checkpoint import Checkpointer, bound_cache, connect, writer_pragmas
-from ._journal_store import Batch, Claim, Entry, decode
+from ._journal_store import Batch, Claim, Entry, decoded
 from ._records import Session
 
 log = logging.getLogger("memcore")
@@ -305,18 +306,26 @@ class SQLiteJournal:
             "WHERE owner = ? AND status = 'spilled' AND backend = ? AND seq > ? ORDER BY seq LIMIT ?",
             (owner, backend, after, limit),
         ).fetchall()
-        return [
-            Entry(
-                seq=seq,
-                backend=b,
-                session=Session(id=sid, parent_id=p, user_id=u),
-                kind=k,
-                payload=decode(k, data),
-                key=key,
-                created=created or 0.0,
+        # One parse for every payload, and one Session per session: a replay reads 100,000 rows this way.
+        payloads = json.loads("[" + ",".join("null" if row[5] is None else row[5] for row in rows) + "]")
+        sessions: dict[tuple[str, str | None, str | None], Session] = {}
+        entries = []
+        for (seq, b, sid, p, k, _, u, key, created), data in zip(rows, payloads, strict=True):
+            session = sessions.get((sid, p, u))
+            if session is None:
+                session = sessions[sid, p, u] = Session(id=sid, parent_id=p, user_id=u)
+            entries.append(
+                Entry(
+                    seq=seq,
+                    backend=b,
+                    session=session,
+                    kind=k,
+                    payload=decoded(k, data),
+                    key=key,
+                    created=created or 0.0,
+                )
             )
-            for seq, b, sid, p, k, data, u, key, created in rows
-        ]
+        return entries
 
     def close(self, owner: str, timeout: float) -> bool:
         deadline = time.monotonic() + max(timeout, 0.0)

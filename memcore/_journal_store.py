@@ -41,7 +41,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
-from ._records import Note, Session, message_fields, message_from
+from ._records import Message, Note, Session, message_fields, message_from
 
 #: A buffered operation as written: owner, seq, backend key, session id, parent id, kind, payload (encoded JSON text,
 #: or None), created (epoch seconds), status ("pending" or "spilled"), user id (None: the default user).
@@ -64,14 +64,21 @@ def encode(kind: str, payload: Any) -> str | None:
 
 
 def decode(kind: str, text: str | None) -> Any:
-    if text is None:
+    return None if text is None else decoded(kind, json.loads(text))
+
+
+def decoded(kind: str, data: Any) -> Any:
+    """The payload from its parsed JSON (:func:`decode` without the parse: a store may parse many rows at once)."""
+    if data is None:
         return None
-    data = json.loads(text)
     if kind == "rewind":
         return int(data)
     if kind == "remember":
         return Note(**data)
-    return tuple(message_from(m["role"], m["content"], m) for m in data)
+    return tuple(
+        Message(role=m["role"], content=m["content"]) if len(m) == 2 else message_from(m["role"], m["content"], m)
+        for m in data
+    )
 
 
 @attrs.frozen(kw_only=True)

@@ -28,10 +28,11 @@ from typing import Any
 from ._errors import MemoryClosed, PendingLimitExceeded, TransientError
 from ._forget import CANNOT_FORGET, Forgetting
 from ._journal import Claim, Journal
+from ._journal_store import Entry
 from ._lanes import COMMIT, FORGET, NOTE, REWIND, WRITE, Lane, Lanes, Op
 from ._pending import PendingBound
 from ._plugins import Backend, Observers
-from ._pool import WorkerPool
+from ._pool import Job, Settle, WorkerPool
 from ._recall_pool import RecallPool
 from ._records import Event, Failure, Gauge, Report, Session
 from ._retry import RetryPolicy, is_transient
@@ -52,6 +53,7 @@ ORDER_MARGIN = 0.1
 FENCE_POLL = 0.05  #: seconds between two looks at a fenced journal (its lease not provably held) before a delivery
 #: A backend's failures are logged as warnings at most once per this many seconds (the Report counts every one).
 WARN_EVERY = 30.0
+RELOAD_CHUNK = 64  #: reloaded operations put into their lanes per hold of the lock
 
 
 class Scheduler:
@@ -104,6 +106,9 @@ class Scheduler:
         self._bound = PendingBound(len(backends), total=max_pending, per_backend=max_pending_per_backend)
         self._seq = itertools.count(1)
         self._waiters = 0
+        # What a flush waits for next: a lane and the count of finished operations it waits for (the least, with
+        # several waiting). A lane's progress wakes the waiters only once it reaches that count.
+        self._watch: dict[Lane, int] = {}
         self._counts = collections.Counter[str]()
         self._next_turn_log = 0.0  # a session-order check that failed is logged at most every WARN_EVERY seconds
         self._accepted = [0] * len(backends)  # operations accepted per backend (gauges)
@@ -298,6 +303,8 @@ class Scheduler:
         for op in dropped:
             self._bound.released(backend.index)
             self._journal_ack(op.seq)
+        if dropped and self._watch:
+            self._progressed(lane)
         left = turns - len(dropped)
         if left > 0 and "rewind" in backend.capabilities:
             self._accepted[backend.index] += 1
@@ -357,6 +364,8 @@ class Scheduler:
                 self._journal_ack(op.seq)
                 if handle is not None:
                     handle.dropped += 1
+            if self._watch:
+                self._progressed(lane)
         lane = self._lanes.get(backend, session)  # for a user: the forget lane
         self._accepted[lane.backend.index] += 1
         op = Op(FORGET, None, lane.written, seq, None, time.monotonic(), created if session.id else 0.0)
@@ -408,6 +417,37 @@ class Scheduler:
                 bound.reloading[i] = True
                 self._pool.chore(functools.partial(self._reload, i))
 
+    def _load_entries(self, i: int, entries: Sequence[Entry], replayed: list[Entry]) -> None:
+        """(Under the lock.) Put reloaded ``entries`` of backend ``i`` into their lanes, in order; those taken over
+        at start are added to ``replayed``."""
+        assert self._journal is not None
+        backend = self._backends[i]
+        bound = self._bound
+        for entry in entries:
+            bound.loaded(i, entry.seq)
+            if entry.kind == REWIND:
+                self._enter_rewind(backend, entry.session, entry.seq, entry.payload, entry.created)
+                continue
+            if entry.kind == FORGET:
+                self._enter_forget(backend, entry.session, entry.seq, entry.created)
+                if entry.seq <= bound.replayed_up_to[i]:
+                    replayed.append(entry)
+                continue
+            lane = self._lanes.get(backend, entry.session)
+            if entry.seq <= bound.replayed_up_to[i]:
+                op = Lanes.replayed(lane, entry.kind, entry.payload, entry.seq, entry.key, entry.created)
+                replayed.append(entry)
+                if op is None:
+                    self._journal.ack(entry.seq)  # a second commit in a row covers nothing new
+                    continue
+                if self._journal.orders_sessions and Lanes.insert_in_order(lane, op):
+                    lane.added += 1
+                    bound.held(i)
+                    continue
+            else:
+                op = Lanes.loaded(lane, entry.kind, entry.payload, entry.seq, entry.key, entry.created)
+            self._append(lane, op)
+
     def _reload(self, i: int) -> None:
         """Load backend ``i``'s spilled operations back into their lanes, in order (on a lane worker, off the lock).
         Those taken over at start (:meth:`adopt`) count in their lanes as they are loaded."""
@@ -421,33 +461,16 @@ class Scheduler:
         except Exception:
             log.exception("memcore: spilled operations could not be read back from the journal")
             entries = []
-        replayed = []
+        replayed: list[Entry] = []
+        # Into their lanes RELOAD_CHUNK at a time: one hold of the lock for a whole reload (up to half the bound)
+        # kept the lane workers waiting on it, and they, once woken, on the GIL.
+        last = (len(entries) - 1) // RELOAD_CHUNK * RELOAD_CHUNK if entries else 0  # where the last chunk starts
+        for start in range(0, last, RELOAD_CHUNK):
+            with self._lock:
+                self._load_entries(i, entries[start : start + RELOAD_CHUNK], replayed)
         with self._lock:
             bound = self._bound
-            for entry in entries:
-                bound.loaded(i, entry.seq)
-                if entry.kind == REWIND:
-                    self._enter_rewind(backend, entry.session, entry.seq, entry.payload, entry.created)
-                    continue
-                if entry.kind == FORGET:
-                    self._enter_forget(backend, entry.session, entry.seq, entry.created)
-                    if entry.seq <= bound.replayed_up_to[i]:
-                        replayed.append(entry)
-                    continue
-                lane = self._lanes.get(backend, entry.session)
-                if entry.seq <= bound.replayed_up_to[i]:
-                    op = Lanes.replayed(lane, entry.kind, entry.payload, entry.seq, entry.key, entry.created)
-                    replayed.append(entry)
-                    if op is None:
-                        self._journal.ack(entry.seq)  # a second commit in a row covers nothing new
-                        continue
-                    if self._journal.orders_sessions and Lanes.insert_in_order(lane, op):
-                        lane.added += 1
-                        bound.held(i)
-                        continue
-                else:
-                    op = Lanes.loaded(lane, entry.kind, entry.payload, entry.seq, entry.key, entry.created)
-                self._append(lane, op)
+            self._load_entries(i, entries[last:], replayed)
             if not entries and bound.spilled[i]:
                 log.error("memcore: %d spilled operations of %s were not found in the journal", bound.spilled[i], i)
                 bound.spilled[i] = 0
@@ -527,18 +550,19 @@ class Scheduler:
 
     # -- running an operation (lane workers) -----------------------------------------------------------------------
 
-    def _run(self, lane: Lane, op: Op) -> None:
+    def _run(self, lane: Lane, op: Op) -> Settle | None:
+        """(A lane worker, off the lock.) Run ``op``; what is left to do under the lock once it returned (see
+        :meth:`_settle`), which the worker does in the same hold of the lock in which it picks its next job."""
         journal = self._journal
         if journal is not None and journal.fenced:
             self._fence(lane, op, journal)
-            return
+            return None
         if journal is not None and op.created and journal.orders_sessions and not self._my_turn(lane, op, journal):
-            return
+            return None
         if op.kind == FORGET:
             error, kept = self._execute_forget(lane)
-            self._finish(lane, op, error, kept)
-        else:
-            self._finish(lane, op, self._execute(lane, op))
+            return self._finish(lane, op, error, kept)
+        return self._finish(lane, op, self._execute(lane, op))
 
     def _execute_forget(self, lane: Lane) -> tuple[BaseException | None, str | None]:
         backend = lane.backend
@@ -569,9 +593,11 @@ class Scheduler:
             return exc
         return None
 
-    def _finish(self, lane: Lane, op: Op, error: BaseException | None, kept: str | None = None) -> None:
+    def _finish(self, lane: Lane, op: Op, error: BaseException | None, kept: str | None = None) -> Settle | None:
+        """``op`` returned (``error`` None) or failed: retried later, or reported and acknowledged in the journal;
+        the lane's bookkeeping is handed back, to be done under the lock."""
         if error is not None and is_transient(error) and self._retry_later(lane, op, error):
-            return
+            return None
         failure = None
         if error is not None:
             failure = Failure(
@@ -599,39 +625,43 @@ class Scheduler:
                 journal.ack(op.seq, settles=(key, lane.session))
             else:  # delivered and not committed: the journal keeps the debt across a crash
                 journal.ack(op.seq, owes=(key, lane.session))
-        with self._lock:
-            self._pool.call_ended(lane)
-            Lanes.finish(lane, op, failed=failure is not None)
-            self._bound.released(lane.backend.index)
-            if failure is not None:
-                self._counts["failed"] += 1
-                self._failures.append(failure)
-            else:
-                self._counts[_DONE.get(op.kind, "delivered")] += 1
-            if op.kind == FORGET:
-                if failure is None:  # the service no longer has the sessions: the next write opens them again
-                    self._lanes.forgotten(lane.backend, lane.session)
-                handle = self._forgets.pop(op.seq, None)
-                if handle is not None:
-                    handle._answered(lane.backend.name, kept, failure)
-            if lane.session.id == "":  # a user's forget lane
-                self._forget_ended(lane)
-            elif lane.ops:
-                if not (self._holds and self._held(lane)):
-                    self._pool.ready(lane)
-            else:
-                lane.scheduled = False
-                self._lanes.retire_if_clean(lane)
-            if self._holds:  # a user's forget may wait for this call
-                forget_lane = self._lanes.find(lane.backend, "", lane.session.user_id)
-                if forget_lane is not None and forget_lane.ops and forget_lane is not lane:
-                    self._start_forget_when_quiet(forget_lane)
-            if self._bound.spilled_total:
-                self._start_reloads()
-            if self._waiters:
-                self._progress.notify_all()
-        if self._stopping:
-            self._quiet()
+        return functools.partial(self._settle, lane, op, failure, kept)
+
+    def _settle(self, lane: Lane, op: Op, failure: Failure | None, kept: str | None) -> Job | None:
+        """(Under the lock, in the hold in which the worker picks its next job: one hold per operation, not two.)
+        ``op`` finished: the lane, the pending bound and the counts learn it, the lane is ready again if it holds
+        more, flushes waiting for it are woken. Returns what to run off the lock after (closing: the quiet check)."""
+        self._pool.call_ended(lane)
+        Lanes.finish(lane, op, failed=failure is not None)
+        self._bound.released(lane.backend.index)
+        if failure is not None:
+            self._counts["failed"] += 1
+            self._failures.append(failure)
+        else:
+            self._counts[_DONE.get(op.kind, "delivered")] += 1
+        if op.kind == FORGET:
+            if failure is None:  # the service no longer has the sessions: the next write opens them again
+                self._lanes.forgotten(lane.backend, lane.session)
+            handle = self._forgets.pop(op.seq, None)
+            if handle is not None:
+                handle._answered(lane.backend.name, kept, failure)
+        if lane.session.id == "":  # a user's forget lane
+            self._forget_ended(lane)
+        elif lane.ops:
+            if not (self._holds and self._held(lane)):
+                self._pool.ready(lane)
+        else:
+            lane.scheduled = False
+            self._lanes.retire_if_clean(lane)
+        if self._holds:  # a user's forget may wait for this call
+            forget_lane = self._lanes.find(lane.backend, "", lane.session.user_id)
+            if forget_lane is not None and forget_lane.ops and forget_lane is not lane:
+                self._start_forget_when_quiet(forget_lane)
+        if self._bound.spilled_total:
+            self._start_reloads()
+        if self._watch:
+            self._progressed(lane)
+        return self._quiet if self._stopping else None
 
     def _fence(self, lane: Lane, op: Op, journal: Journal) -> None:
         """The journal's lease is not provably held (this host was stopped or cut off past most of it): another host
@@ -814,10 +844,21 @@ class Scheduler:
                         targets.popleft()
                     if not targets:
                         return True
+                    lane, count = targets[0]
+                    if self._watch.get(lane, count + 1) > count:
+                        self._watch[lane] = count
                     if not self._wait_progress(deadline):
                         return False
             finally:
                 self._waiters -= 1
+
+    def _progressed(self, lane: Lane) -> None:
+        """(Under the lock.) ``lane`` finished or dropped operations: wake the flushes if it reached what one waits
+        for."""
+        count = self._watch.get(lane)
+        if count is not None and lane.finished >= count:
+            del self._watch[lane]
+            self._progress.notify_all()
 
     def _wait_progress(self, deadline: float) -> bool:
         """(Under the lock.) Wait for an operation to finish, looking for stalled calls meanwhile; False at
