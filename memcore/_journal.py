@@ -92,6 +92,9 @@ class Journal:
         # Commit debts to write: (backend key, session id) -> the session, when its delivered writes owe a commit, or
         # None when a commit (or a final failure of one) settled them. The last word on a session wins.
         self._debts: dict[tuple[str, str | None, str], Session | None] = {}
+        # The debts this owner has recorded (written, or in the buffer) and not settled since: a session's next
+        # delivered write owes nothing new, so it costs the store nothing (a replay delivers 200 writes a session).
+        self._owing: set[tuple[str, str | None, str]] = set()
         # Forgets that finished: (backend key, user, session id or None) whose failed rows must go too (G13 forget).
         self._erasures: list[tuple[str, str | None, str | None]] = []
         self._appended = 0  # buffer generations: how many appends were made
@@ -211,6 +214,14 @@ class Journal:
     def _debt(self, key: tuple[str, str | None, str], session: Session | None) -> None:
         """(Under the lock.) Record the newest word on a debt, after every earlier one: the writer applies them in
         order (a user's forget, session id "", settles all of the user's, so what comes after it must stay after)."""
+        if session is not None:
+            if key in self._owing:
+                return
+            self._owing.add(key)
+        elif key[2]:
+            self._owing.discard(key)
+        else:  # a user's forget settles every session of the user
+            self._owing = {k for k in self._owing if k[:2] != key[:2]}
         self._debts.pop(key, None)
         self._debts[key] = session
 
