@@ -10,6 +10,7 @@ import pytest
 from recording import RecordingBackend
 from test_reliability import drain, eventually
 
+import memcore
 from memcore import _journal
 
 
@@ -21,18 +22,25 @@ def rows(path: Path) -> int:
         db.close()
 
 
-def test_acknowledgements_wait_for_company_and_close_writes_them(make_memory, memcore_home, monkeypatch):
-    monkeypatch.setattr(_journal, "ACK_DELAY", 3600.0)
-    monkeypatch.setattr(_journal, "ACK_BATCH", 10_000)
+def delivered_after_durable(make_memory, turns: int) -> tuple[RecordingBackend, memcore.Memory]:
+    """``turns`` turns in sessions s0, s1... on disk before they are delivered, so that their acknowledgements have
+    rows to delete."""
     backend = RecordingBackend()
-    gate = backend.hold("write")  # on disk before they are delivered, so that their acknowledgements have rows
+    gate = backend.hold("write")
     memory = make_memory(backend)
-    journal = memcore_home / "journal.sqlite3"
-    for k in range(3):
+    for k in range(turns):
         memory.lifecycle(f"s{k}").sync_turn("u", "a")
     assert memory._scheduler._journal.wait_durable(10.0)
     gate.release()
     drain(memory)
+    return backend, memory
+
+
+def test_acknowledgements_wait_for_company_and_close_writes_them(make_memory, memcore_home, monkeypatch):
+    monkeypatch.setattr(_journal, "ACK_DELAY", 3600.0)
+    monkeypatch.setattr(_journal, "ACK_BATCH", 10_000)
+    journal = memcore_home / "journal.sqlite3"
+    backend, memory = delivered_after_durable(make_memory, 3)
     assert [backend.texts(f"s{k}") for k in range(3)] == [["u", "a"]] * 3
     assert rows(journal) == 3  # delivered; their deletes wait (a crash now replays them, with their keys)
     memory.close(timeout=10.0)
@@ -42,16 +50,8 @@ def test_acknowledgements_wait_for_company_and_close_writes_them(make_memory, me
 def test_a_full_batch_of_acknowledgements_is_written_at_once(make_memory, memcore_home, monkeypatch):
     monkeypatch.setattr(_journal, "ACK_DELAY", 3600.0)
     monkeypatch.setattr(_journal, "ACK_BATCH", 4)
-    backend = RecordingBackend()
-    gate = backend.hold("write")
-    memory = make_memory(backend)
-    journal = memcore_home / "journal.sqlite3"
-    for k in range(4):
-        memory.lifecycle(f"s{k}").sync_turn("u", "a")
-    assert memory._scheduler._journal.wait_durable(10.0)
-    gate.release()
-    drain(memory)
-    eventually(lambda: rows(journal) == 0)
+    delivered_after_durable(make_memory, 4)
+    eventually(lambda: rows(memcore_home / "journal.sqlite3") == 0)
 
 
 @pytest.mark.parametrize("delay", [0.0, 0.005])

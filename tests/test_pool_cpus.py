@@ -5,7 +5,7 @@ clock the tests move; nothing sleeps and hopes."""
 
 from __future__ import annotations
 
-import threading
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -15,34 +15,20 @@ from test_reliability import drain, eventually
 
 import memcore
 from memcore import _pool
-
-
-class FrozenTime:
-    """Stands in for the pool's ``time`` module: ``monotonic()`` moves only when a test moves it."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self._lock = threading.Lock()
-
-    def monotonic(self) -> float:
-        with self._lock:
-            return self.now
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self.now += seconds
+from memcore.testing import ManualClock
 
 
 @pytest.fixture
-def one_cpu(monkeypatch: pytest.MonkeyPatch) -> FrozenTime:
-    clock = FrozenTime()
+def one_cpu(monkeypatch: pytest.MonkeyPatch) -> ManualClock:
+    """One CPU, and the pool's ``time.monotonic()`` on a clock the test moves."""
+    clock = ManualClock()
     monkeypatch.setattr(_pool, "_cpus", lambda: 1)
-    monkeypatch.setattr(_pool, "time", clock)
+    monkeypatch.setattr(_pool, "time", types.SimpleNamespace(monotonic=clock))
     return clock
 
 
 def test_while_a_call_is_young_a_second_worker_waits_then_runs_once_it_is_old(
-    make_memory: Callable[..., memcore.Memory], backend: RecordingBackend, one_cpu: FrozenTime
+    make_memory: Callable[..., memcore.Memory], backend: RecordingBackend, one_cpu: ManualClock
 ) -> None:
     gate = backend.hold("write", "first")
     memory = make_memory(backend, workers=4, journal=False)
@@ -61,7 +47,7 @@ def test_while_a_call_is_young_a_second_worker_waits_then_runs_once_it_is_old(
 
 
 def test_calls_that_wait_never_hold_other_sessions_work_with_fewer_cpus_than_workers(
-    make_memory: Callable[..., memcore.Memory], backend: RecordingBackend, one_cpu: FrozenTime
+    make_memory: Callable[..., memcore.Memory], backend: RecordingBackend, one_cpu: ManualClock
 ) -> None:
     gate = backend.hold("write", when=lambda turn: turn[0].content == "held")
     memory = make_memory(backend, workers=4, journal=False)
