@@ -7,7 +7,7 @@ For each N (10,000 and 100,000; 2,000 and 20,000 with ``--quick``), with a fresh
    one commit per session, against a backend that is down, with ``max_pending=2,000``: most of the writes are
    spilled to the journal as they are accepted. Once the journal has them all on disk it says so and is SIGKILLed;
 2. a second child process (so its peak RSS is its own) builds a Memory on that journal with a fast in-memory
-   backend and the same ``max_pending``, and times construction (the claim: one set-based renumbering) and
+   backend and the same ``max_pending``, and times construction (the claim: one renumbering update per dead owner) and
    ``flush()`` until every operation reached the backend. It samples the operations held in memory at every call,
    and reports its peak RSS (``ru_maxrss``) minus its RSS before the Memory was built, and checks that each session's
    writes arrived once, in the order they were accepted, and that each session was committed once, after them.

@@ -26,7 +26,7 @@ EVERY = 500  #: rows written (inserted, acknowledged, failed, settled) between t
 PAUSE = 0.25  #: at least this many seconds between two checkpoints: what is written meanwhile waits for the next
 WAL_BOUND = 64 * 1024 * 1024  #: bytes of WAL past which a checkpoint waits for the writer (TRUNCATE)
 SIZE_LIMIT = 4 * 1024 * 1024  #: ``journal_size_limit``: the WAL is cut back to this when SQLite starts it over
-#: Each journal connection's page caches (its file's, and its temporary tables' where the claim renumbers), in KiB
+#: Each journal connection's page caches (its file's, and its temporary tables', where the claim sorts), in KiB
 #: (``PRAGMA cache_size``; SQLite's default is 2,000 KiB). The journal is read and written near its ends (the newest
 #: rows, the next spilled ones), so a small cache costs little, and memory stays the same whatever the journal's size:
 #: 100,000 leftover rows once filled three default caches (about +4 MiB of RSS over a 10,000-row replay).

@@ -491,7 +491,7 @@ class Journal:
     def claim(self, backends: Iterable[str], first_seq: int | Callable[[int], int], *, fresh: bool = False) -> Claim:
         """Take over, for the named backends, the pending rows of owners that are gone (and rows ``memcore retry``
         re-queued) and their commit debts, in one transaction: they become this owner's *spilled* rows, renumbered
-        from ``first_seq`` (or from what ``first_seq(count)`` reserves) in their original order, so that the scheduler
+        from ``first_seq`` (or from what ``first_seq(n)`` reserves) in their original order, so that the scheduler
         loads them back a bounded batch at a time (G8) however many there are. A session that owed a commit and has
         no commit among those rows gets one, after them: it is committed once (:meth:`JournalStore.claim`).
         ``fresh``: on a connection of its own, for a claim while the writer runs."""

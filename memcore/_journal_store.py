@@ -155,8 +155,9 @@ class JournalStore(Protocol):
     ) -> Claim:
         """Take over for ``owner``, in one transaction, the pending and spilled rows of the named backends whose owner
         is no longer running (it died, or closed), with their commit debts. They become ``owner``'s spilled rows,
-        renumbered from ``first_seq`` (or from what ``first_seq(count)`` reserves for ``count`` rows) in the order
-        they were accepted in (owner, then seq), each keeping the idempotency key it was accepted with (its old
+        renumbered from ``first_seq`` (or from what ``first_seq(n)`` reserves for ``n`` sequence numbers: the rows'
+        count, or more if the store keeps the gaps between them) in the order they were accepted in (owner, then
+        seq), each keeping the idempotency key it was accepted with (its old
         ``owner:seq`` if it had none). A session that owed a commit and has no commit among them gets one, after
         them. ``fresh``: on a connection of its own (the writer runs beside it)."""
         ...

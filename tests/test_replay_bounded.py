@@ -1,5 +1,5 @@
 """Replay is bounded (issue 12, item 5): a start that finds N leftover operations holds at most ``max_pending`` of
-them in memory (the rest stay in the journal and are loaded as lanes drain), renumbers them in one set-based update,
+them in memory (the rest stay in the journal and are loaded as lanes drain), renumbers them with one update per owner,
 and keeps their order, the dead owners' spilled rows included."""
 
 from __future__ import annotations
@@ -119,22 +119,34 @@ def test_a_new_write_to_a_session_waiting_in_the_backlog_goes_after_it(tmp_path,
 
 
 def test_claim_leaves_the_rows_on_disk_and_renumbers_them_in_order(tmp_path):
+    """Each dead owner's rows move past the last, in order; the gaps acknowledged rows left between them may stay
+    (they are inside what the claim reserved), and a row that failed for good stays with its owner."""
     journal = tmp_path / "journal.sqlite3"
     new_journal(journal)
     leftovers(journal, 30, sessions=2, backend="rec")
+    with sqlite3.connect(journal) as db:  # delivered before the crash (gaps), and one failed for good
+        db.execute("DELETE FROM ops WHERE seq IN (2, 3, 9) OR (owner = ? AND seq = 10)", (OWNERS[1],))
+        db.execute("UPDATE ops SET status = 'failed' WHERE owner = ? AND seq = 5", (OWNERS[2],))
+    db.close()
+    kept = [(o, n) for o in range(3) for n in range(10) if n + 1 not in (2, 3, 9) and (o, n) not in ((1, 9), (2, 4))]
+    reserved: list[int] = []
     j = memcore._journal.Journal(journal)
     try:
-        claim = j.claim(["rec"], lambda n: 1_000)
-        assert claim.backlog == {"rec": (30, 1_029)} and claim.owed == ()
+        claim = j.claim(["rec"], lambda n: reserved.append(n) or 1_000)
         db = sqlite3.connect(journal)
         try:
-            rows = db.execute("SELECT owner, seq, status, payload FROM ops ORDER BY seq").fetchall()
+            rows = db.execute("SELECT owner, seq, status, payload FROM ops ORDER BY owner = ?, seq", (j.owner,))
+            rows = rows.fetchall()
         finally:
             db.close()
-        assert {(owner, status) for owner, _, status, _ in rows} == {(j.owner, "spilled")}
-        assert [seq for _, seq, _, _ in rows] == list(range(1_000, 1_030))
-        texts = [memcore._journal.decode("write", p)[0].content for *_, p in rows]
-        assert texts == [f"{o}:{n}" for o, k in ((0, 10), (1, 10), (2, 10)) for n in range(k)]
+        assert [(owner, seq, status) for owner, seq, status, _ in rows[:1]] == [(OWNERS[2], 5, "failed")]
+        mine = rows[1:]
+        assert {(owner, status) for owner, _, status, _ in mine} == {(j.owner, "spilled")}
+        seqs = [seq for _, seq, _, _ in mine]
+        assert seqs == sorted(seqs) and seqs[0] == 1_000 and seqs[-1] < 1_000 + reserved[0]
+        assert claim.backlog == {"rec": (len(kept), seqs[-1])} and claim.owed == ()
+        texts = [memcore._journal.decode("write", p)[0].content for *_, p in mine]
+        assert texts == [f"{o}:{n}" for o, n in kept]
     finally:
         j.close(WAIT)
 
@@ -167,7 +179,7 @@ def test_spilled_rows_are_read_back_in_chunks_not_one_at_a_time(tmp_path, make_m
 
 def test_the_journal_connections_page_caches_are_bounded(tmp_path):
     """RSS must not grow with the journal's size: the writer's and the reader's connections (the file's cache and
-    the temporary tables' one, where the claim renumbers) are capped at CACHE_KIB, not SQLite's 2,000 KiB."""
+    the temporary tables' one, where the claim sorts) are capped at CACHE_KIB, not SQLite's 2,000 KiB."""
     from memcore._checkpoint import CACHE_KIB
     from memcore.journal import SQLiteJournal
 
