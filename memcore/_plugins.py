@@ -150,6 +150,7 @@ class Backend:
 
     __slots__ = (
         "_callers",
+        "_direct",
         "_gate",
         "capabilities",
         "commits",
@@ -186,17 +187,39 @@ class Backend:
             for hook in BACKEND_HOOKS
             if hook.removeprefix("memcore_") in self.capabilities
         }
+        # A hook that only this backend implements (no observer wraps it) is called straight, as pluggy calls it:
+        # its function with the arguments it names, in order, and those it gives a default to by keyword if the call
+        # has them. pluggy's dispatch costs about 4 us a call, a twentieth of a replayed operation. The plugins are
+        # the Memory's from its construction (as observers are).
+        self._direct: dict[str, tuple[Any, tuple[str, ...], tuple[str, ...]]] = {}
+        for hook, caller in self._callers.items():
+            impls = caller.get_hookimpls()
+            if len(impls) == 1 and not (impls[0].wrapper or impls[0].hookwrapper):
+                impl = impls[0]
+                self._direct[hook] = (impl.function, tuple(impl.argnames), tuple(impl.kwargnames))
 
     def call(self, hook: str, **kwargs: Any) -> Any:
         """Call one of this backend's hooks; returns the backend's result (or None). With ``max_concurrency``, it
         waits for its turn first (``memcore_close`` does not: close runs only once the backend is idle)."""
         gate = self._gate
         if gate is None or hook == "memcore_close":
+            return self._call(hook, kwargs)
+        with gate:
+            return self._call(hook, kwargs)
+
+    def _call(self, hook: str, kwargs: dict[str, Any]) -> Any:
+        direct = self._direct.get(hook)
+        if direct is None:
             results = self._callers[hook](**kwargs)
-        else:
-            with gate:
-                results = self._callers[hook](**kwargs)
-        return results[0] if results else None
+            return results[0] if results else None
+        function, names, optional = direct
+        try:
+            args = [kwargs[name] for name in names]
+        except KeyError as exc:  # what pluggy raises for an argument the call lacks
+            raise pluggy.HookCallError(f"hook call must provide argument {exc.args[0]!r}") from None
+        if optional:
+            return function(*args, **{name: kwargs[name] for name in optional if name in kwargs})
+        return function(*args)
 
     def __repr__(self) -> str:
         return f"<Backend {self.name!r} {sorted(self.capabilities)}>"

@@ -14,7 +14,7 @@ from test_reliability import drain
 
 import memcore
 from memcore._journal import encode
-from memcore._records import Message
+from memcore._records import Message, Note, Session
 
 OWNERS = ("00000000000000000001:gone-host:11", "00000000000000000002:gone-host:12", "00000000000000000003:gone-host:13")
 
@@ -149,6 +149,40 @@ def test_claim_leaves_the_rows_on_disk_and_renumbers_them_in_order(tmp_path):
         assert texts == [f"{o}:{n}" for o, n in kept]
     finally:
         j.close(WAIT)
+
+
+def test_spilled_rows_read_back_are_the_operations_as_accepted(tmp_path):
+    """read_spilled builds the rows into one JSON array in SQLite: every field comes back as it was accepted, the
+    acceptance time to the last bit, text that JSON escapes, optional message fields, notes and commits."""
+    journal = memcore._journal.Journal(tmp_path / "journal.sqlite3")
+    tricky = 'quote " backslash \\ newline \n tab \t nul-free \u00e9\u4e2d\U0001f600 </script>'
+    ops = [
+        ("write", Session(id="s1"), (Message(role="user", content=tricky), Message(role="assistant", content=""))),
+        (
+            "write",
+            Session(id="s2", parent_id="p", user_id="u"),
+            (
+                Message(role="assistant", content="x", tool_calls=({"id": "c1", "function": {"name": "f"}},)),
+                Message(role="tool", content="42", name="f", tool_call_id="c1"),
+            ),
+        ),
+        ("remember", Session(id="s1"), Note(text=tricky, kind="fact", metadata={"n": 1.5, "list": [1, None, "x"]})),
+        ("commit", Session(id="s1"), None),
+        ("rewind", Session(id="s2", parent_id="p", user_id="u"), 3),
+    ]
+    try:
+        created = [
+            journal.append(10 + n, "rec", s, kind, payload, spilled=True) for n, (kind, s, payload) in enumerate(ops)
+        ]
+        assert journal.wait_durable(timeout=WAIT)
+        entries = journal.read_spilled("rec", 0, 100)
+        assert [(e.seq, e.kind, e.session, e.payload, e.created) for e in entries] == [
+            (10 + n, kind, s, payload, at) for n, ((kind, s, payload), at) in enumerate(zip(ops, created, strict=True))
+        ]
+        assert [e.seq for e in journal.read_spilled("rec", 11, 2)] == [12, 13]
+        assert journal.read_spilled("rec", 14, 100) == [] and journal.read_spilled("other", 0, 100) == []
+    finally:
+        journal.close(WAIT)
 
 
 def test_spilled_rows_are_read_back_in_chunks_not_one_at_a_time(tmp_path, make_memory, monkeypatch):
