@@ -186,7 +186,14 @@ class SQLiteJournal:
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
-            db.executemany("DELETE FROM ops WHERE owner = ? AND seq = ?", [(owner, s) for s in acks])
+            # Acknowledgements go in one statement, as a JSON array: executemany steps once per row, and each step
+            # gives the GIL up and, beside a busy thread, waits up to the switch interval to get it back (20,000
+            # deletes took 61 s beside one spinning thread, 0.6 s this way; a replay acknowledges 1,000 a batch).
+            if acks:
+                db.execute(
+                    "DELETE FROM ops WHERE owner = ? AND seq IN (SELECT value FROM json_each(?))",
+                    (owner, json.dumps(acks)),
+                )
             db.executemany(
                 "UPDATE ops SET status = 'failed', last_error = ? WHERE owner = ? AND seq = ?",
                 [(err, owner, s) for err, s in fails],
