@@ -3,7 +3,9 @@
 WAL mode, ``synchronous=NORMAL`` (``FULL`` with ``durability="sync"``), checkpoints on a thread of their own
 (:mod:`memcore._checkpoint`). Owners are processes of this host: one is taken for dead only when it provably is
 (:func:`_alive`: pid, the process's start time and the boot id), and its rows are then anyone's to claim. A corrupt
-journal, or one from a newer memcore, is moved aside and a new one started, never deleted.
+journal, or one from a newer memcore, is moved aside and a new one started, never deleted. Reads of spilled rows and
+acknowledgements use SQLite's JSON functions (built in since SQLite 3.38, and in the JSON1 extension most builds had
+before), as the embedded store uses FTS5.
 """
 
 from __future__ import annotations

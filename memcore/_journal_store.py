@@ -75,9 +75,11 @@ def decoded(kind: str, data: Any) -> Any:
         return int(data)
     if kind == "remember":
         return Note(**data)
-    return tuple(
-        Message(role=m["role"], content=m["content"]) if len(m) == 2 else message_from(m["role"], m["content"], m)
-        for m in data
+    return tuple(  # a list, not a generator: a replay decodes 100,000 of these
+        [
+            Message(role=m["role"], content=m["content"]) if len(m) == 2 else message_from(m["role"], m["content"], m)
+            for m in data
+        ]
     )
 
 
