@@ -143,6 +143,10 @@ class JournalError(Exception):
     pass
 
 
+#: The next ``limit`` spilled rows of an owner and backend after a sequence number, in order.
+_SPILLED = "owner = ? AND status = 'spilled' AND backend = ? AND seq > ? ORDER BY seq LIMIT ?"
+
+
 class SQLiteJournal:
     """The journal in a SQLite file on this host: ``$MEMCORE_HOME/journal.sqlite3`` unless another ``path`` is given.
     Any number of processes of this host may share one file (a Memory replays a dead one's rows)."""
@@ -310,19 +314,28 @@ class SQLiteJournal:
     def read_spilled(self, owner: str, backend: str, after: int, limit: int) -> list[Entry]:
         if self._reader is None:
             self._reader = _connect(self.path)
+        args = (owner, backend, after, limit)
         # The rows as one JSON array, built by SQLite: one step of the statement, where a fetch of 500 rows takes
         # the GIL back 500 times and, beside busy lane workers, waits for it each time (in a replay, the fetch took
         # ten times as long as alone); and one parse for every payload. ``created`` goes as text, exact (SQLite's
         # JSON keeps 15 digits; printf's ``!`` all of them); ``seq`` goes first, and the rows are put in its order
-        # again in case SQLite did not keep the subquery's.
-        (text,) = self._reader.execute(
-            "SELECT json_group_array(json_array(seq, backend, session_id, parent_id, kind, json(payload), user_id, "
-            "op_key, printf('%!.17g', created))) FROM (SELECT * FROM ops "
-            "WHERE owner = ? AND status = 'spilled' AND backend = ? AND seq > ? ORDER BY seq LIMIT ?)",
-            (owner, backend, after, limit),
-        ).fetchone()
-        rows = json.loads(text)
-        rows.sort(key=itemgetter(0))
+        # again in case SQLite did not keep the subquery's. Rows too large together for one SQLite string
+        # (SQLITE_MAX_LENGTH, 1 GB by default) are fetched one by one instead.
+        try:
+            (text,) = self._reader.execute(
+                "SELECT json_group_array(json_array(seq, backend, session_id, parent_id, kind, json(payload), "
+                f"user_id, op_key, printf('%!.17g', created))) FROM (SELECT * FROM ops WHERE {_SPILLED})",
+                args,
+            ).fetchone()
+            rows = json.loads(text)
+            rows.sort(key=itemgetter(0))
+        except sqlite3.DataError:  # string or blob too big
+            found = self._reader.execute(
+                "SELECT seq, backend, session_id, parent_id, kind, payload, user_id, op_key, created FROM ops "
+                f"WHERE {_SPILLED}",
+                args,
+            ).fetchall()
+            rows = [[*row[:5], None if row[5] is None else json.loads(row[5]), *row[6:]] for row in found]
         sessions: dict[tuple[str, str | None, str | None], Session] = {}  # one Session per session
         entries = []
         for seq, b, sid, p, k, data, u, key, created in rows:

@@ -15,6 +15,7 @@ from test_reliability import drain
 import memcore
 from memcore._journal import encode
 from memcore._records import Message, Note, Session
+from memcore.journal import SQLiteJournal
 
 OWNERS = ("00000000000000000001:gone-host:11", "00000000000000000002:gone-host:12", "00000000000000000003:gone-host:13")
 
@@ -185,6 +186,40 @@ def test_spilled_rows_read_back_are_the_operations_as_accepted(tmp_path):
         journal.close(WAIT)
 
 
+def test_spilled_rows_too_large_for_one_sqlite_string_are_read_one_by_one(tmp_path):
+    """Rows that together pass SQLite's longest string (SQLITE_MAX_LENGTH) cannot be built into one JSON array: they
+    are fetched one by one, the same operations in the same order, none left behind."""
+    journal = memcore._journal.Journal(tmp_path / "journal.sqlite3")
+    big = "x" * 3_000
+    try:
+        for n in range(6):
+            journal.append(n + 1, "rec", Session(id="s"), "write", turn(f"{n} {big}"), spilled=True)
+        assert journal.wait_durable(timeout=WAIT)
+        store = journal.store
+        assert isinstance(store, SQLiteJournal)
+        assert [e.seq for e in store.read_spilled(journal.owner, "rec", 0, 10)] == [1, 2, 3, 4, 5, 6]
+        reader = store._reader
+        assert reader is not None
+        if hasattr(reader, "setlimit"):  # Python 3.11+: SQLite's own limit
+            reader.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 10_000)  # one row fits, six together do not
+        else:  # Python 3.10: the error SQLite raises for it
+
+            class Limited:
+                def execute(self, sql: str, args: tuple[object, ...]) -> sqlite3.Cursor:
+                    if "json_group_array" in sql:
+                        raise sqlite3.DataError("string or blob too big")
+                    return reader.execute(sql, args)  # type: ignore[union-attr]
+
+            store._reader = Limited()  # type: ignore[assignment]
+        entries = store.read_spilled(journal.owner, "rec", 0, 10)
+        assert [e.seq for e in entries] == [1, 2, 3, 4, 5, 6]
+        assert [e.payload[0].content for e in entries] == [f"{n} {big}" for n in range(6)]
+        assert {e.created for e in entries} != {0.0} and [e.session for e in entries] == [Session(id="s")] * 6
+        store._reader = reader
+    finally:
+        journal.close(WAIT)
+
+
 def test_spilled_rows_are_read_back_in_chunks_not_one_at_a_time(tmp_path, make_memory, monkeypatch):
     """A lane that drains one operation at a time must not trigger a reload (a query) per operation: a reload waits
     until there is room for a quarter of the bound (before, 100,000 leftovers took 99,501 one-row queries)."""
@@ -215,7 +250,6 @@ def test_the_journal_connections_page_caches_are_bounded(tmp_path):
     """RSS must not grow with the journal's size: the writer's and the reader's connections (the file's cache and
     the temporary tables' one, where the claim sorts) are capped at CACHE_KIB, not SQLite's 2,000 KiB."""
     from memcore._checkpoint import CACHE_KIB
-    from memcore.journal import SQLiteJournal
 
     journal = SQLiteJournal(tmp_path / "journal.sqlite3")
     journal.register("me", sync=False)
