@@ -35,7 +35,7 @@ from ._journal_sqlite import (
     _start_ticks,
     live_owners,
 )
-from ._journal_store import Batch, Claim, Entry, JournalStore, Row, decode, encode
+from ._journal_store import Batch, Claim, Entry, JournalStore, Row, Spilled, decode, encode
 from ._records import Session
 
 __all__ = [  # the SQLite names are re-exported for the CLI and tests that know the journal by this module
@@ -84,7 +84,8 @@ class Journal:
         self.sync_each = durability == "sync"
         self.owner = f"{time.time_ns():020d}:{socket.gethostname()}:{os.getpid()}"  # sorts by start time
         self.store.register(self.owner, sync=self.sync_each)
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)  # an acknowledgement takes the lock directly: it waits for nothing
         self._inserts: dict[int, tuple[Any, ...]] = {}
         self._acks: list[int] = []
         self._acks_since: float | None = None  # when the oldest acknowledgement or debt not yet written came
@@ -177,7 +178,7 @@ class Journal:
         """Operation ``seq`` is done. ``owes``: it was a write or note delivered to a backend that commits, so its
         session (backend key, session) owes a commit from now on; ``settles``: it was that session's commit (or the
         commit failed for good: the failed row is the record then), so the session owes nothing."""
-        with self._cond:
+        with self._lock:
             if self._inserts.pop(seq, None) is None:
                 self._acks.append(seq)
             elif self._durable < self._appended:
@@ -498,22 +499,21 @@ class Journal:
         self._backends = names = list(backends)
         return self.store.claim(self.owner, names, first_seq, fresh=fresh)
 
-    def read_spilled(self, backend: str, after: int, limit: int) -> list[Entry]:
+    def read_spilled(self, backend: str, after: int, limit: int) -> list[Spilled]:
         """The next ``limit`` spilled operations of ``backend`` (its key) with a sequence number above ``after``, in
         order (put on disk first). While the journal cannot be written, the newest of them are still in the buffer
         and are taken from there."""
-        found: dict[int, Entry] = {}
+        found: dict[int, Spilled] = {}
         if not self.wait_durable():  # the buffer first: what leaves it meanwhile is on disk when the disk is read
             with self._cond:
                 for batch in (self._writing, self._inserts):
                     for _, seq, key, sid, parent, kind, payload, created, status, user in batch.values():
                         if status == "spilled" and key == backend and seq > after:
                             session = Session(id=sid, parent_id=parent, user_id=user)
-                            found[seq] = Entry(
-                                seq=seq, backend=key, session=session, kind=kind, payload=payload, created=created
-                            )
-        entries = [e for e in self.store.read_spilled(self.owner, backend, after, limit) if e.seq not in found]
+                            found[seq] = Spilled(seq, session, kind, payload, created=created)
+        entries = list(self.store.read_spilled(self.owner, backend, after, limit))
         if found:
+            entries = [e for e in entries if e.seq not in found]
             entries = sorted([*entries, *found.values()], key=lambda e: e.seq)[:limit]
         return entries
 

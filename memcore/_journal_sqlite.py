@@ -21,7 +21,7 @@ from operator import itemgetter
 from pathlib import Path
 
 from ._checkpoint import Checkpointer, bound_cache, connect, writer_pragmas
-from ._journal_store import Batch, Claim, Entry, decoded
+from ._journal_store import Batch, Claim, Spilled, decoded
 from ._records import Session
 
 log = logging.getLogger("memcore")
@@ -311,48 +311,39 @@ class SQLiteJournal:
                 db.close()
         return Claim(backlog=backlog, owed=tuple((key, s) for (key, _, _), s in debts.items()))
 
-    def read_spilled(self, owner: str, backend: str, after: int, limit: int) -> list[Entry]:
+    def read_spilled(self, owner: str, backend: str, after: int, limit: int) -> list[Spilled]:
         if self._reader is None:
             self._reader = _connect(self.path)
         args = (owner, backend, after, limit)
         # The rows as one JSON array, built by SQLite: one step of the statement, where a fetch of 500 rows takes
         # the GIL back 500 times and, beside busy lane workers, waits for it each time (in a replay, the fetch took
-        # ten times as long as alone); and one parse for every payload. ``created`` goes as text, exact (SQLite's
-        # JSON keeps 15 digits; printf's ``!`` all of them); ``seq`` goes first, and the rows are put in its order
+        # ten times as long as alone); and one parse for every payload. ``created`` goes as a number written out
+        # exact (SQLite's JSON writes 15 digits of a REAL; printf's ``!`` all of them, and json() keeps the text of a
+        # number as it is); ``seq`` goes first, and the rows are put in its order
         # again in case SQLite did not keep the subquery's. Rows too large together for one SQLite string
         # (SQLITE_MAX_LENGTH, 1 GB by default) are fetched one by one instead.
         try:
             (text,) = self._reader.execute(
-                "SELECT json_group_array(json_array(seq, backend, session_id, parent_id, kind, json(payload), "
-                f"user_id, op_key, printf('%!.17g', created))) FROM (SELECT * FROM ops WHERE {_SPILLED})",
+                "SELECT json_group_array(json_array(seq, session_id, parent_id, kind, json(payload), "
+                f"user_id, op_key, json(printf('%!.17g', created)))) FROM (SELECT * FROM ops WHERE {_SPILLED})",
                 args,
             ).fetchone()
             rows = json.loads(text)
             rows.sort(key=itemgetter(0))
         except sqlite3.DataError:  # string or blob too big
             found = self._reader.execute(
-                "SELECT seq, backend, session_id, parent_id, kind, payload, user_id, op_key, created FROM ops "
-                f"WHERE {_SPILLED}",
+                f"SELECT seq, session_id, parent_id, kind, payload, user_id, op_key, created FROM ops WHERE {_SPILLED}",
                 args,
             ).fetchall()
-            rows = [[*row[:5], None if row[5] is None else json.loads(row[5]), *row[6:]] for row in found]
+            rows = [[*row[:4], None if row[4] is None else json.loads(row[4]), *row[5:]] for row in found]
+        spilled = Spilled
         sessions: dict[tuple[str, str | None, str | None], Session] = {}  # one Session per session
         entries = []
-        for seq, b, sid, p, k, data, u, key, created in rows:
+        for seq, sid, p, k, data, u, key, created in rows:
             session = sessions.get((sid, p, u))
             if session is None:
                 session = sessions[sid, p, u] = Session(id=sid, parent_id=p, user_id=u)
-            entries.append(
-                Entry(
-                    seq=seq,
-                    backend=b,
-                    session=session,
-                    kind=k,
-                    payload=decoded(k, data),
-                    key=key,
-                    created=float(created) if created else 0.0,
-                )
-            )
+            entries.append(spilled(seq, session, k, decoded(k, data), key, created))
         return entries
 
     def close(self, owner: str, timeout: float) -> bool:

@@ -29,7 +29,7 @@ several threads) answers the acceptance time (``created``) of the earliest undel
 owner must let go first: another owner's pending or spilled row, or this owner's spilled row above ``loaded`` (taken
 over, not loaded back yet); None if there is none. An operation accepted after that time waits and asks again; the
 answer also clears, without asking again, this owner's operations of the session accepted before it and before the
-question. Rows it reads back carry ``created`` (:attr:`Entry.created`), so that taken-over operations are put in their
+question. Rows it reads back carry ``created`` (:attr:`Spilled.created`), so that taken-over operations are put in their
 lanes in the order they were accepted, before later ones this owner accepted.
 """
 
@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import attrs
 
@@ -81,6 +81,18 @@ def decoded(kind: str, data: Any) -> Any:
             for m in data
         ]
     )
+
+
+class Spilled(NamedTuple):
+    """One spilled operation as :meth:`JournalStore.read_spilled` loads it back (a tuple, not a record like
+    :class:`Entry`: a replay builds 100,000 of them, and a record costs five times as much)."""
+
+    seq: int
+    session: Session
+    kind: str
+    payload: Any  #: decoded (:func:`decode`)
+    key: str | None = None  #: the idempotency key it was accepted with, if another owner accepted it
+    created: float = 0.0  #: when it was accepted (``time.time()`` on the host that accepted it; 0: not known)
 
 
 @attrs.frozen(kw_only=True)
@@ -164,7 +176,7 @@ class JournalStore(Protocol):
         them. ``fresh``: on a connection of its own (the writer runs beside it)."""
         ...
 
-    def read_spilled(self, owner: str, backend: str, after: int, limit: int) -> list[Entry]:
+    def read_spilled(self, owner: str, backend: str, after: int, limit: int) -> Sequence[Spilled]:
         """``owner``'s next ``limit`` spilled operations of ``backend`` with a sequence number above ``after``, in
         order, payloads decoded."""
         ...

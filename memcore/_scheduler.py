@@ -28,7 +28,7 @@ from typing import Any
 from ._errors import MemoryClosed, PendingLimitExceeded, TransientError
 from ._forget import CANNOT_FORGET, Forgetting
 from ._journal import Claim, Journal
-from ._journal_store import Entry
+from ._journal_store import Spilled
 from ._lanes import COMMIT, FORGET, NOTE, REWIND, WRITE, Lane, Lanes, Op
 from ._pending import PendingBound
 from ._plugins import Backend, Observers
@@ -41,8 +41,6 @@ __all__ = ["COMMIT", "FORGET", "NOTE", "WRITE", "Scheduler"]
 
 log = logging.getLogger("memcore")
 
-_HOOKS = {WRITE: "memcore_write", NOTE: "memcore_remember"}
-_ARG = {WRITE: "messages", NOTE: "note"}
 #: What an operation that succeeded is counted and announced as.
 _DONE = {COMMIT: "committed", FORGET: "forgotten", REWIND: "rewound"}
 #: How many final failures a Report keeps (the count in ``Report.failed`` is exact).
@@ -140,6 +138,7 @@ class Scheduler:
         self.recall = RecallPool(backends=len(backends), workers=recall_workers)
         self._pool = WorkerPool(
             cond=self._work,
+            lock=self._lock,
             backends=len(backends),
             workers=workers,
             share=min(share, workers),
@@ -417,7 +416,7 @@ class Scheduler:
                 bound.reloading[i] = True
                 self._pool.chore(functools.partial(self._reload, i))
 
-    def _load_entries(self, i: int, entries: Sequence[Entry], replayed: list[Entry]) -> None:
+    def _load_entries(self, i: int, entries: Sequence[Spilled], replayed: list[Spilled]) -> None:
         """(Under the lock.) Put reloaded ``entries`` of backend ``i`` into their lanes, in order; those taken over
         at start are added to ``replayed``."""
         assert self._journal is not None
@@ -461,7 +460,7 @@ class Scheduler:
         except Exception:
             log.exception("memcore: spilled operations could not be read back from the journal")
             entries = []
-        replayed: list[Entry] = []
+        replayed: list[Spilled] = []
         # Into their lanes RELOAD_CHUNK at a time: one hold of the lock for a whole reload (up to half the bound)
         # kept the lane workers waiting on it, and they, once woken, on the GIL.
         last = (len(entries) - 1) // RELOAD_CHUNK * RELOAD_CHUNK if entries else 0  # where the last chunk starts
@@ -586,9 +585,10 @@ class Scheduler:
                 backend.call("memcore_rewind", session=lane.session, turns=op.payload)
             elif op.kind == COMMIT:
                 backend.call("memcore_commit", session=lane.session, key=key, attempt=attempt)
+            elif op.kind == WRITE:
+                backend.call("memcore_write", session=lane.session, key=key, attempt=attempt, messages=op.payload)
             else:
-                args = {_ARG[op.kind]: op.payload}
-                backend.call(_HOOKS[op.kind], session=lane.session, key=key, attempt=attempt, **args)
+                backend.call("memcore_remember", session=lane.session, key=key, attempt=attempt, note=op.payload)
         except Exception as exc:
             return exc
         return None
@@ -608,7 +608,8 @@ class Scheduler:
                 user_id=lane.session.user_id,
             )
             self._warn(failure)
-        self._emit("failed" if failure else _DONE.get(op.kind, "delivered"), lane, op.kind, failure)
+        if self._observers:
+            self._emit("failed" if failure else _DONE.get(op.kind, "delivered"), lane, op.kind, failure)
         journal = self._journal
         if journal is not None:
             key = lane.backend.key
@@ -657,7 +658,7 @@ class Scheduler:
             forget_lane = self._lanes.find(lane.backend, "", lane.session.user_id)
             if forget_lane is not None and forget_lane.ops and forget_lane is not lane:
                 self._start_forget_when_quiet(forget_lane)
-        if self._bound.spilled_total:
+        if any(self._bound.spilled):
             self._start_reloads()
         if self._watch:
             self._progressed(lane)

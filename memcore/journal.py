@@ -8,7 +8,7 @@ store only keeps rows, in six methods. See ``docs/reliability.md`` ("Where the j
 from __future__ import annotations
 
 from ._journal_sqlite import SQLiteJournal
-from ._journal_store import Batch, Claim, DebtKey, Entry, JournalStore, Row, decode, encode
+from ._journal_store import Batch, Claim, DebtKey, Entry, JournalStore, Row, Spilled, decode, encode
 
 __all__ = [
     "Batch",
@@ -18,6 +18,7 @@ __all__ = [
     "JournalStore",
     "Row",
     "SQLiteJournal",
+    "Spilled",
     "decode",
     "encode",
 ]

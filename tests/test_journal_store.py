@@ -15,7 +15,7 @@ from recording import WAIT, RecordingBackend
 from test_reliability import FAST, drain
 
 import memcore
-from memcore.journal import Batch, Claim, Entry, JournalStore, SQLiteJournal, decode
+from memcore.journal import Batch, Claim, JournalStore, Spilled, SQLiteJournal, decode
 
 
 class Shelf:
@@ -106,7 +106,7 @@ class DictJournal:
                 del s.debts[k]
         return Claim(backlog=backlog, owed=tuple((k[0], v) for k, v in owed.items()))
 
-    def read_spilled(self, owner: str, backend: str, after: int, limit: int) -> list[Entry]:
+    def read_spilled(self, owner: str, backend: str, after: int, limit: int) -> list[Spilled]:
         with self.shelf.lock:
             keys = sorted(
                 k
@@ -115,9 +115,8 @@ class DictJournal:
             )[:limit]
             ops = [(k[1], self.shelf.ops[k]) for k in keys]
         return [
-            Entry(
+            Spilled(
                 seq=seq,
-                backend=op["backend"],
                 session=memcore.Session(id=op["sid"], parent_id=op["parent"], user_id=op["user"]),
                 kind=op["kind"],
                 payload=decode(op["kind"], op["payload"]),

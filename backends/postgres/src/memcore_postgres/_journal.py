@@ -28,7 +28,7 @@ from typing import Any
 
 import memcore
 import psycopg
-from memcore.journal import Batch, Claim, Entry, decode
+from memcore.journal import Batch, Claim, Spilled, decode
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -385,27 +385,19 @@ class PostgresJournal:
                 db.close()
         return Claim(backlog=backlog, owed=tuple((key, s) for (key, _, _), s in debts.items()))
 
-    def read_spilled(self, owner: str, backend: str, after: int, limit: int) -> list[Entry]:
+    def read_spilled(self, owner: str, backend: str, after: int, limit: int) -> list[Spilled]:
         if self._reader is None or self._reader.closed or self._reader.broken:
             self._reader = self._connect()
         rows = self._reader.execute(
             self._sql(
-                "SELECT seq, backend, session_id, parent_id, kind, payload, user_id, op_key, created FROM {schema}.ops "
+                "SELECT seq, session_id, parent_id, kind, payload, user_id, op_key, created FROM {schema}.ops "
                 "WHERE owner = %s AND status = 'spilled' AND backend = %s AND seq > %s ORDER BY seq LIMIT %s"
             ),
             (owner, backend, after, limit),
         ).fetchall()
         return [
-            Entry(
-                seq=seq,
-                backend=b,
-                session=memcore.Session(id=sid, parent_id=p, user_id=u),
-                kind=k,
-                payload=decode(k, data),
-                key=key,
-                created=created,
-            )
-            for seq, b, sid, p, k, data, u, key, created in rows
+            Spilled(seq, memcore.Session(id=sid, parent_id=p, user_id=u), k, decode(k, data), key, created)
+            for seq, sid, p, k, data, u, key, created in rows
         ]
 
     def waits_for(self, owner: str, backend: str, session: memcore.Session, loaded: int) -> float | None:
