@@ -11,8 +11,9 @@ For each N (10,000 and 100,000; 2,000 and 20,000 with ``--quick``), with a fresh
    ``flush()`` until every operation reached the backend. It samples the operations held in memory at every call,
    and reports its peak RSS (``ru_maxrss``) minus its RSS before the Memory was built, and checks that each session's
    writes arrived once, in the order they were accepted, and that each session was committed once, after them.
-   Step 2 runs three times, each on a fresh copy of the journal step 1 left: the row is the median replay (every
-   replay must be correct; the JSON's ``replay_totals`` keeps the three times). This shared machine's speed drifts by
+   Step 2 runs three times, each on a fresh copy of the journal step 1 left: the row is the median replay and the
+   median RSS growth (every replay must be correct; the JSON's ``replay_totals`` and ``replay_rss_growths_mib`` keep
+   all three). This shared machine's speed drifts by
    a third within minutes, and one replay alone measured that drift as much as the code.
 
 Targets: 100,000 operations replayed within 5 s (full runs), never more than ``max_pending`` in memory, every session
@@ -32,6 +33,7 @@ import os
 import resource
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -214,6 +216,7 @@ class ReplayRow:
     sessions_committed_once: int
     correct: bool
     replay_totals: list[float] = field(default_factory=list)  #: construct + flush of each replay (the row: the median)
+    replay_rss_growths_mib: list[float] = field(default_factory=list)  #: each replay's (``rss_growth_mib``: the median)
 
 
 def replay_correct(got: dict[str, Any], operations: int, max_pending: int) -> bool:
@@ -235,7 +238,7 @@ def replay_correct(got: dict[str, Any], operations: int, max_pending: int) -> bo
 
 def run(operations: int, max_pending: int = MAX_PENDING, replays: int = 1) -> ReplayRow:
     """One writer, then ``replays`` replays, each of a copy of the journal it left; the row is the median replay (by
-    total time), and ``replay_totals`` lists them all."""
+    total time) with the median RSS growth, and ``replay_totals`` and ``replay_rss_growths_mib`` list them all."""
     with tempfile.TemporaryDirectory(prefix="memcore-replay-") as tmp:
         home = Path(tmp) / "writer"
         home.mkdir()
@@ -250,6 +253,7 @@ def run(operations: int, max_pending: int = MAX_PENDING, replays: int = 1) -> Re
             runs.append(child("replayer", copy, operations, kill_when_ready=False, max_pending=max_pending))
             shutil.rmtree(copy)
     totals = [r["construct_s"] + r["flush_s"] for r in runs]
+    growths = [(r["rss_peak_kib"] - r["rss_before_kib"]) / 1024 for r in runs]
     got = sorted(runs, key=lambda r: r["construct_s"] + r["flush_s"])[len(runs) // 2]
     total = got["construct_s"] + got["flush_s"]
     writes = operations - operations % SESSIONS
@@ -269,7 +273,8 @@ def run(operations: int, max_pending: int = MAX_PENDING, replays: int = 1) -> Re
         failed=got["failed"],
         most_in_memory=got["most_in_memory"],
         max_pending=max_pending,
-        rss_growth_mib=(got["rss_peak_kib"] - got["rss_before_kib"]) / 1024,
+        rss_growth_mib=statistics.median(growths),
+        replay_rss_growths_mib=growths,
         rss_peak_mib=got["rss_peak_kib"] / 1024,
         sessions_in_order=got["sessions_in_order"],
         sessions_committed_once=got["sessions_committed_once"],
