@@ -13,8 +13,8 @@ For each N (10,000 and 100,000; 2,000 and 20,000 with ``--quick``), with a fresh
    writes arrived once, in the order they were accepted, and that each session was committed once, after them.
    Step 2 runs three times, each on a fresh copy of the journal step 1 left: the row is the median replay and the
    median RSS growth (every replay must be correct; the JSON's ``replay_totals`` and ``replay_rss_growths_mib`` keep
-   all three). This shared machine's speed drifts by
-   a third within minutes, and one replay alone measured that drift as much as the code.
+   all three). This shared machine's speed drifts by a third within minutes, and one replay alone measured that
+   drift as much as the code.
 
 Targets: 100,000 operations replayed within 5 s (full runs), never more than ``max_pending`` in memory, every session
 in order and committed once, and bounded memory: the RSS growth of the 100,000 replay at most 1.5 times the

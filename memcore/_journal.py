@@ -499,7 +499,7 @@ class Journal:
         self._backends = names = list(backends)
         return self.store.claim(self.owner, names, first_seq, fresh=fresh)
 
-    def read_spilled(self, backend: str, after: int, limit: int) -> list[Spilled]:
+    def read_spilled(self, backend: str, after: int, limit: int) -> Sequence[Spilled]:
         """The next ``limit`` spilled operations of ``backend`` (its key) with a sequence number above ``after``, in
         order (put on disk first). While the journal cannot be written, the newest of them are still in the buffer
         and are taken from there."""
@@ -511,10 +511,10 @@ class Journal:
                         if status == "spilled" and key == backend and seq > after:
                             session = Session(id=sid, parent_id=parent, user_id=user)
                             found[seq] = Spilled(seq, session, kind, payload, created=created)
-        entries = list(self.store.read_spilled(self.owner, backend, after, limit))
+        entries = self.store.read_spilled(self.owner, backend, after, limit)
         if found:
-            entries = [e for e in entries if e.seq not in found]
-            entries = sorted([*entries, *found.values()], key=lambda e: e.seq)[:limit]
+            on_disk = [e for e in entries if e.seq not in found]
+            return sorted([*on_disk, *found.values()], key=lambda e: e.seq)[:limit]
         return entries
 
     def close(self, timeout: float) -> bool:

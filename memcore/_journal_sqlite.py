@@ -319,9 +319,9 @@ class SQLiteJournal:
         # the GIL back 500 times and, beside busy lane workers, waits for it each time (in a replay, the fetch took
         # ten times as long as alone); and one parse for every payload. ``created`` goes as a number written out
         # exact (SQLite's JSON writes 15 digits of a REAL; printf's ``!`` all of them, and json() keeps the text of a
-        # number as it is); ``seq`` goes first, and the rows are put in its order
-        # again in case SQLite did not keep the subquery's. Rows too large together for one SQLite string
-        # (SQLITE_MAX_LENGTH, 1 GB by default) are fetched one by one instead.
+        # number as it is); ``seq`` goes first, and the rows are put in its order again in case SQLite did not keep
+        # the subquery's. Rows too large together for one SQLite string (SQLITE_MAX_LENGTH, 1 GB by default) are
+        # fetched one by one instead.
         try:
             (text,) = self._reader.execute(
                 "SELECT json_group_array(json_array(seq, session_id, parent_id, kind, json(payload), "
@@ -336,14 +336,13 @@ class SQLiteJournal:
                 args,
             ).fetchall()
             rows = [[*row[:4], None if row[4] is None else json.loads(row[4]), *row[5:]] for row in found]
-        spilled = Spilled
         sessions: dict[tuple[str, str | None, str | None], Session] = {}  # one Session per session
         entries = []
         for seq, sid, p, k, data, u, key, created in rows:
             session = sessions.get((sid, p, u))
             if session is None:
                 session = sessions[sid, p, u] = Session(id=sid, parent_id=p, user_id=u)
-            entries.append(spilled(seq, session, k, decoded(k, data), key, created))
+            entries.append(Spilled(seq, session, k, decoded(k, data), key, created))
         return entries
 
     def close(self, owner: str, timeout: float) -> bool:
